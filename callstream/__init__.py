@@ -1,0 +1,34 @@
+"""callstream: Huawei Cloud telephony notifications, from the platform's push to ClickHouse rows."""
+
+from callstream.errors import (
+    AuthError,
+    BadNotification,
+    BodyTooLarge,
+    BrokerUnavailable,
+    CallstreamError,
+    ConfigError,
+    NormaliseError,
+    RejectedNotification,
+    StoreError,
+    StoreRejected,
+    StoreUnavailable,
+)
+from callstream.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthError",
+    "BadNotification",
+    "BodyTooLarge",
+    "BrokerUnavailable",
+    "CallstreamError",
+    "ConfigError",
+    "NormaliseError",
+    "RejectedNotification",
+    "Settings",
+    "StoreError",
+    "StoreRejected",
+    "StoreUnavailable",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Kafka consumers: split, normalise, deduplicate, enrich and load notifications into ClickHouse."""

@@ -1,0 +1,15 @@
+"""The single source of truth for data shapes: Avro schemas, ClickHouse DDL and views, code tables.
+
+    schemas/avro/*.avsc           records published to Kafka (``schemas.avro_codec``)
+    schemas/clickhouse/*.sql      versioned migrations applied by ``callstream migrate``
+    schemas/codes/*.csv           Huawei code tables used for enrichment (``schemas.codes``)
+"""
+
+from pathlib import Path
+
+SCHEMAS_DIR = Path(__file__).parent
+AVRO_DIR = SCHEMAS_DIR / "avro"
+CLICKHOUSE_DIR = SCHEMAS_DIR / "clickhouse"
+CODES_DIR = SCHEMAS_DIR / "codes"
+
+__all__ = ["SCHEMAS_DIR", "AVRO_DIR", "CLICKHOUSE_DIR", "CODES_DIR"]
