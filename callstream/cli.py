@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default PrettyCompact)")
 
     # --- bench ---------------------------------------------------------------------------------
-    p = command("bench", "bench.run_all:main", "Run the benchmarks and print figures against their baselines.")
-    p.add_argument("names", nargs="*", help="edge, consumer, e2e, scaling (default: all)")
+    p = command("bench", "callstream.bench_cmd:main", "Run the benchmarks and print figures against their baselines.")
+    p.add_argument("names", nargs="*", help="edge, consumer, e2e, scaling, storage (default: all)")
     p.add_argument("--quick", action="store_true", help="short runs (CI smoke)")
 
     # --- reconcile -----------------------------------------------------------------------------
