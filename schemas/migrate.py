@@ -1,0 +1,159 @@
+"""Versioned, idempotent ClickHouse DDL from ``schemas/clickhouse/NNNN_name.sql``.
+
+Each file is one migration; its number is its version. Applied versions are recorded in
+``<db>.schema_migrations`` (version, name, checksum), so re-running applies only what is new.
+Files are templates with these placeholders (plain text replacement, so ClickHouse macros such as
+``{shard}`` in replicated paths stay intact):
+
+    {db}             the database (settings.clickhouse_database)
+    {on_cluster}     "" or " ON CLUSTER <name>"
+    {engine_prefix}  "" or "Replicated"            e.g. {engine_prefix}ReplacingMergeTree(...)
+    {engine_args}    "" or "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}', "
+
+    callstream migrate [--dry-run] [--cluster NAME]
+    apply_migrations(settings)  -> list of versions applied, e.g. ["0001_tables"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from callstream import store
+from callstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).parent / "clickhouse"
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text().encode()).hexdigest()[:16]
+
+
+def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    """Migration files in version order; two files with one number is an error."""
+    found: dict[int, Migration] = {}
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _FILE_RE.match(path.name)
+        if not match:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise ValueError(f"two migrations numbered {version:04d}: {found[version].path.name}, {path.name}")
+        found[version] = Migration(version, match.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+def placeholders(database: str, cluster: str = "") -> dict[str, str]:
+    """The template values for a single node (cluster="") or an ON CLUSTER deployment."""
+    if not _IDENT_RE.match(database):
+        raise ValueError(f"database name {database!r} must be a plain identifier (letters, digits, _)")
+    if cluster and not _IDENT_RE.match(cluster):
+        raise ValueError(f"cluster name {cluster!r} must be a plain identifier")
+    if not cluster:
+        return {"{db}": database, "{on_cluster}": "", "{engine_prefix}": "", "{engine_args}": ""}
+    return {
+        "{db}": database,
+        "{on_cluster}": f" ON CLUSTER {cluster}",
+        "{engine_prefix}": "Replicated",
+        "{engine_args}": "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}', ",
+    }
+
+
+def render(text: str, values: dict[str, str]) -> list[str]:
+    """Fill placeholders and split into statements (``--`` comments dropped)."""
+    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
+    body = "\n".join(lines)
+    for key, value in values.items():
+        body = body.replace(key, value)
+    return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
+
+
+def _ledger_ddl(values: dict[str, str]) -> list[str]:
+    engine = f"{values['{engine_prefix}']}ReplacingMergeTree({values['{engine_args}']}applied_at)"
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {values['{db}']}{values['{on_cluster}']}",
+        f"CREATE TABLE IF NOT EXISTS {values['{db}']}.schema_migrations{values['{on_cluster}']} "
+        "(version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        f"ENGINE = {engine} ORDER BY version",
+    ]
+
+
+def plan(settings: Settings, cluster: str = "") -> list[tuple[Migration, list[str]]]:
+    """Every migration with its rendered statements (nothing is applied)."""
+    values = placeholders(settings.clickhouse_database, cluster or settings.clickhouse_cluster)
+    return [(m, render(m.text(), values)) for m in discover()]
+
+
+def applied_versions(client: Client, database: str) -> dict[int, str]:
+    with store.locked(client):
+        rows = client.query(f"SELECT version, any(checksum) FROM {database}.schema_migrations GROUP BY version")
+    return {int(v): str(c) for v, c in rows.result_rows}
+
+
+def apply_migrations(settings: Settings, client: Client | None = None, *, cluster: str = "") -> list[str]:
+    """Apply pending migrations; returns their labels (``[]`` when the schema is current)."""
+    client = client or store.connect(settings)
+    cluster = cluster or settings.clickhouse_cluster
+    values = placeholders(settings.clickhouse_database, cluster)
+    db = settings.clickhouse_database
+    with store.locked(client):
+        for stmt in _ledger_ddl(values):
+            client.command(stmt)
+    done = applied_versions(client, db)
+    applied: list[str] = []
+    for migration in discover():
+        if migration.version in done:
+            if done[migration.version] != migration.checksum():
+                log.warning("migration %s changed after it was applied; not re-applied", migration.label)
+            continue
+        with store.locked(client):
+            for stmt in render(migration.text(), values):
+                client.command(stmt)
+            client.insert(
+                f"{db}.schema_migrations",
+                [[migration.version, migration.name, migration.checksum()]],
+                column_names=["version", "name", "checksum"],
+            )
+        log.info("applied migration %s to %s", migration.label, db)
+        applied.append(migration.label)
+    return applied
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    """``callstream migrate``: apply (or with --dry-run print) the DDL."""
+    cluster = getattr(args, "cluster", None) or ""
+    if getattr(args, "dry_run", False):
+        values = placeholders(settings.clickhouse_database, cluster or settings.clickhouse_cluster)
+        for stmt in _ledger_ddl(values):
+            print(stmt + ";\n")
+        for migration, statements in plan(settings, cluster):
+            print(f"-- {migration.label}")
+            for stmt in statements:
+                print(stmt + ";\n")
+        return 0
+    applied = apply_migrations(settings, cluster=cluster)
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'schema is current'}")
+    return 0
