@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     call_events_topic: str = "callstream.call_events"
     number_status_topic: str = "callstream.number_status"
     topic_partitions: int = 6
+    schema_registry_url: str = Field(
+        default="", description="Confluent-compatible schema registry; empty = Avro single-object encoding"
+    )
     topic_replication_factor: int = 1
     producer_acks: Literal["all"] = "all"
     producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "lz4"

@@ -1,0 +1,81 @@
+"""Confluent schema registry access for the wire format ``00 <4-byte id> <Avro body>``.
+
+Built on the maintained ``confluent_kafka.schema_registry.SchemaRegistryClient`` (it caches ids and
+schemas per process, so the registry is asked once per subject/schema and once per unknown id).
+Schemas are registered under topic-name subjects: ``<topic>-value``.
+
+    registry = Registry("http://registry:8081")
+    schema_id = registry.register("callstream.raw", "raw_envelope")
+    writer = registry.schema(schema_id)          # parsed JSON of the writer schema
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from callstream.errors import BrokerUnavailable, ConfigError
+from schemas.avro_codec import schema_json
+
+
+def subject_for(topic: str) -> str:
+    """The TopicNameStrategy subject of a record value."""
+    return f"{topic}-value"
+
+
+class Registry:
+    """Register and look up Avro schemas in a Confluent-compatible registry."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+        try:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+        except ImportError as exc:  # pragma: no cover - declared dependency
+            raise ConfigError(
+                "CALLSTREAM_SCHEMA_REGISTRY_URL is set but confluent-kafka[schemaregistry] is not installed: "
+                "pip install 'confluent-kafka[schemaregistry]' or unset the variable"
+            ) from exc
+        self.url = url.rstrip("/")
+        self._client = SchemaRegistryClient({"url": self.url, "timeout": int(max(timeout_s, 1))})
+        self._ids: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def register(self, topic: str, name: str) -> int:
+        """The id of schema ``name`` under ``<topic>-value`` (registered on first use, then cached)."""
+        key = (topic, name)
+        cached = self._ids.get(key)
+        if cached is not None:
+            return cached
+        from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        schema = Schema(json.dumps(schema_json(name), separators=(",", ":")), "AVRO")
+        try:
+            schema_id = int(self._client.register_schema(subject_for(topic), schema))
+        except SchemaRegistryError as exc:
+            raise ConfigError(
+                f"schema registry {self.url} refused {name} under {subject_for(topic)}: {exc}. "
+                "Check the subject's compatibility level or register the schema by hand"
+            ) from exc
+        except Exception as exc:  # httpx transport errors: connection refused, timeouts
+            raise BrokerUnavailable(f"schema registry {self.url} is unreachable: {exc}") from exc
+        with self._lock:
+            self._ids[key] = schema_id
+        return schema_id
+
+    def schema(self, schema_id: int) -> dict[str, Any]:
+        """The writer schema for ``schema_id`` as parsed JSON (cached)."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            found = self._client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            raise ConfigError(f"schema registry {self.url} has no schema id {schema_id}: {exc}") from exc
+        except Exception as exc:
+            raise BrokerUnavailable(f"schema registry {self.url} is unreachable: {exc}") from exc
+        return dict(json.loads(found.schema_str))
+
+    def close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,204 @@
+"""One entry point for the bytes of every record callstream publishes, in either framing.
+
+* default: Avro single-object encoding (``C3 01`` + 8-byte CRC-64-AVRO fingerprint + body), resolvable
+  against the shipped ``schemas/avro/*.avsc`` (and their ``history/`` versions);
+* ``CALLSTREAM_SCHEMA_REGISTRY_URL`` set: the Confluent wire format (``00`` + 4-byte big-endian schema
+  id + body), the schema registered under the topic-name subject ``<topic>-value``.
+
+``decode`` reads both framings, so switching a running deployment from one to the other is safe.
+
+    serializer = Serializer(settings)
+    value = serializer.encode("raw_envelope", record, settings.raw_topic)
+    name, record = serializer.decode(value)
+    headers = cloudevent_headers(id=..., source="huawei/voice/<appKey>", type=..., time=..., subject=...)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from callstream.settings import Settings
+from schemas.avro_codec import AVRO_DIR, MARKER, UnknownSchema, encode as encode_single_object
+from schemas.avro_codec import parsed_schema, schema_json, schema_names
+
+HISTORY_DIR = AVRO_DIR / "history"
+CONFLUENT_MAGIC = b"\x00"
+AVRO_CONTENT_TYPE = "application/avro"
+
+__all__ = [
+    "AVRO_CONTENT_TYPE",
+    "Serializer",
+    "UnknownSchema",
+    "cloudevent_headers",
+    "decode",
+    "framing",
+    "history_paths",
+]
+
+
+def _parse(schema: dict[str, Any]) -> Any:
+    return fastavro.parse_schema(schema, _write_hint=False, _force=True)
+
+
+def _fingerprint_of(schema: dict[str, Any]) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(_parse(schema)), "CRC-64-AVRO"))
+
+
+def history_paths(name: str) -> list[Path]:
+    """``schemas/avro/history/<name>.v*.avsc``, oldest first."""
+    return sorted(HISTORY_DIR.glob(f"{name}.v*.avsc"), key=lambda p: int(p.name.split(".v")[-1].split(".")[0]))
+
+
+@lru_cache(maxsize=None)
+def _known_writers() -> dict[bytes, tuple[str, str]]:
+    """fingerprint -> (schema name, schema JSON text) for every current and historical schema."""
+    known: dict[bytes, tuple[str, str]] = {}
+    for name in schema_names():
+        for path in history_paths(name):
+            text = path.read_text(encoding="utf-8")
+            known[_fingerprint_of(json.loads(text))] = (name, text)
+        current = schema_json(name)
+        known[_fingerprint_of(current)] = (name, json.dumps(current))
+    return known
+
+
+@lru_cache(maxsize=None)
+def _names_by_full_name() -> dict[str, str]:
+    out = {}
+    for name in schema_names():
+        schema = schema_json(name)
+        namespace = schema.get("namespace", "")
+        out[f"{namespace}.{schema['name']}" if namespace else schema["name"]] = name
+    return out
+
+
+def _read(body: bytes, writer: Any, name: str | None) -> dict[str, Any]:
+    reader = parsed_schema(name) if name else None
+    return dict(fastavro.schemaless_reader(io.BytesIO(body), writer, reader))  # type: ignore[arg-type]
+
+
+def framing(payload: bytes) -> str:
+    """``"single-object"``, ``"confluent"`` or raise ``UnknownSchema``."""
+    if payload[:2] == MARKER and len(payload) >= 10:
+        return "single-object"
+    if payload[:1] == CONFLUENT_MAGIC and len(payload) >= 5:
+        return "confluent"
+    raise UnknownSchema("not a callstream Avro record: expected C3 01 (single-object) or 00 (Confluent wire format)")
+
+
+def _decode_single_object(payload: bytes) -> tuple[str, dict[str, Any]]:
+    fp = payload[2:10]
+    found = _known_writers().get(fp)
+    if found is None:
+        raise UnknownSchema(
+            f"unknown writer schema fingerprint {fp.hex()}: update schemas/avro (callstream schemas lists them)"
+        )
+    name, text = found
+    return name, _read(payload[10:], _parse(json.loads(text)), name)
+
+
+def decode(payload: bytes, *, registry: Any = None) -> tuple[str, dict[str, Any]]:
+    """Decode either framing into ``(schema name, record)``, resolved into the current shipped schema.
+
+    Confluent-framed records need ``registry`` (a ``schemas.registry.Registry``) to fetch the writer.
+    """
+    if framing(payload) == "single-object":
+        return _decode_single_object(payload)
+    if registry is None:
+        raise UnknownSchema(
+            "record uses the Confluent wire format: set CALLSTREAM_SCHEMA_REGISTRY_URL (or pass registry=) to read it"
+        )
+    (schema_id,) = struct.unpack(">I", payload[1:5])
+    writer = registry.schema(schema_id)
+    known = _known_writers().get(_fingerprint_of(writer))
+    if known is not None:
+        name: str | None = known[0]
+    else:  # a newer writer than we ship: resolve by its full name when we know it
+        namespace = writer.get("namespace", "")
+        name = _names_by_full_name().get(f"{namespace}.{writer['name']}" if namespace else writer["name"])
+        if name is None:
+            raise UnknownSchema(f"schema id {schema_id} ({writer.get('name')}) is not a callstream schema")
+    return name, _read(payload[5:], _parse(writer), name)
+
+
+class Serializer:
+    """Encode records in the framing the settings choose; decode both framings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.registry_url = settings.schema_registry_url
+        self.registry: Any = None
+        if self.registry_url:
+            from schemas.registry import Registry
+
+            self.registry = Registry(self.registry_url)
+
+    @property
+    def framing(self) -> str:
+        return "confluent" if self.registry is not None else "single-object"
+
+    def prepare(self, pairs: list[tuple[str, str]]) -> None:
+        """Register ``(name, topic)`` pairs up front, so no HTTP call happens on the hot path."""
+        if self.registry is not None:
+            for name, topic in pairs:
+                self.registry.register(topic, name)
+
+    def encode(self, name: str, record: dict[str, Any], topic: str) -> bytes:
+        """The value bytes of ``record`` (schema ``name``) for ``topic``."""
+        if self.registry is None:
+            return encode_single_object(name, record)
+        schema_id = self.registry.register(topic, name)
+        out = io.BytesIO()
+        out.write(CONFLUENT_MAGIC)
+        out.write(struct.pack(">I", schema_id))
+        fastavro.schemaless_writer(out, parsed_schema(name), record)
+        return out.getvalue()
+
+    def decode(self, payload: bytes) -> tuple[str, dict[str, Any]]:
+        return decode(payload, registry=self.registry)
+
+    def close(self) -> None:
+        if self.registry is not None:
+            self.registry.close()
+
+
+def _iso(value: datetime | str) -> str:
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def cloudevent_headers(
+    *,
+    id: str,  # noqa: A002 - the CloudEvents attribute name
+    source: str,
+    type: str,  # noqa: A002
+    time: datetime | str,
+    subject: str = "",
+    content_type: str = AVRO_CONTENT_TYPE,
+    extra: dict[str, str] | None = None,
+) -> list[tuple[str, bytes]]:
+    """Kafka headers of a CloudEvents 1.0 binary-mode event (``ce_*`` + ``content-type``)."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", type.encode()),
+        ("ce_time", _iso(time).encode()),
+    ]
+    if subject:
+        headers.append(("ce_subject", subject.encode()))
+    headers.append(("content-type", content_type.encode()))
+    for key, value in (extra or {}).items():
+        headers.append((key, value.encode()))
+    return headers
