@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     auth: Literal["on", "off"] = "on"
     auth_max_skew_s: int = 900
     auth_schemes: str = "aksk,aksk-voice,wsse"
+    auth_nonce_cache_entries: int = 100_000
     public_base_url: str = Field(
         default="", description="URL the platform posts to, as configured in the console (voice digest signs it)"
     )
@@ -73,10 +74,10 @@ class Settings(BaseSettings):
     cdrs_topic: str = "callstream.cdrs"
     call_events_topic: str = "callstream.call_events"
     number_status_topic: str = "callstream.number_status"
-    topic_partitions: int = 6
     schema_registry_url: str = Field(
         default="", description="Confluent-compatible schema registry; empty = Avro single-object encoding"
     )
+    topic_partitions: int = 6
     topic_replication_factor: int = 1
     producer_acks: Literal["all"] = "all"
     producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "lz4"
@@ -103,6 +104,27 @@ class Settings(BaseSettings):
     # --- query endpoint (embedded store) ------------------------------------------------------
     query_host: str = "127.0.0.1"
     query_port: int = 8123
+
+    # --- data protection and retention (docs/threat-model.md) ----------------------------------
+    number_protection: str = Field(
+        default="caller_num=hash,callee_num=hash,fwd_dst_num=hash,caller=hash,called=hash,embedded=hash",
+        description="column=keep|mask|hash; unlisted number columns are kept (X numbers)",
+    )
+    number_pepper: str = Field(default="", repr=False, description="secret key of the number hash")
+    number_pepper_file: Path | None = None
+    publish_recording_urls: bool = False
+    cdr_retention_days: int = 400
+    event_retention_days: int = 400
+    number_status_retention_days: int = 400
+    failed_retention_days: int = 30
+    raw_retention_hours: int = 72
+
+    # --- edge hardening ------------------------------------------------------------------------
+    edge_tls_certfile: Path | None = None
+    edge_tls_keyfile: Path | None = None
+    edge_allow_cidrs: str = Field(default="", description="comma-separated CIDRs allowed to push; empty = all")
+    rate_limit_per_app_per_s: float = 0.0
+    metrics_public: bool = False
 
     @field_validator("auth", mode="before")
     @classmethod

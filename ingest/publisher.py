@@ -1,0 +1,112 @@
+"""The edge's Kafka producer: every write has a deadline, and "not acknowledged in time" is an error.
+
+The producer connects in the background (and keeps retrying), so the edge starts even when Kafka is
+down; until then ``publish`` raises :class:`BrokerUnavailable` at once and the edge answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from callstream.errors import BrokerUnavailable
+from callstream.kafka import ensure_topics, producer_kwargs
+from callstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KafkaHeaders = list[tuple[str, bytes]]
+
+
+class Publisher:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.timeout_s = settings.ack_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        """Try to connect now (bounded); keep trying in the background if that fails."""
+        if await self._connect_once():
+            return
+        self._connector = asyncio.create_task(self._connect_loop(), name="callstream-edge-connect")
+
+    async def _connect_once(self) -> bool:
+        settings = self.settings
+        budget = max(self.timeout_s * 2, 3.0)
+        try:
+            await asyncio.wait_for(ensure_topics(settings), budget)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("cannot create topics on %s yet: %r", settings.kafka_bootstrap, exc)
+            return False
+        producer = AIOKafkaProducer(**producer_kwargs(settings, client_id="callstream-edge"))
+        try:
+            await asyncio.wait_for(producer.start(), budget)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("cannot connect the producer to %s yet: %r", settings.kafka_bootstrap, exc)
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), budget)
+            return False
+        self._producer = producer
+        log.info("edge producer connected to %s", settings.kafka_bootstrap)
+        return True
+
+    async def _connect_loop(self) -> None:
+        delay = 0.5
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            if await self._connect_once():
+                return
+            delay = min(delay * 2, 5.0)
+
+    async def publish(self, topic: str, value: bytes, key: bytes | None, headers: KafkaHeaders) -> None:
+        """Write one record and wait for the acks=all acknowledgement, at most ``ack_timeout_s``."""
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("Kafka producer is not connected yet")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                future = await producer.send(topic, value, key=key, headers=headers)
+                await future
+        except TimeoutError:
+            raise BrokerUnavailable(f"Kafka did not acknowledge within {self.timeout_s:g} s") from None
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka refused the write: {exc!r}") from exc
+
+    async def ready(self) -> bool:
+        """Connected, and the cluster answers a metadata request within the deadline."""
+        producer = self._producer
+        if producer is None:
+            return False
+        client = producer.client
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                node_id = client.get_random_node()
+                if node_id is None:
+                    return False
+                return bool(await client.ready(node_id))
+        except (TimeoutError, KafkaError, OSError):
+            return False
+
+    async def stop(self) -> None:
+        """Flush what is pending and close (bounded by the shutdown grace period)."""
+        self._stopping = True
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), self.settings.shutdown_grace_s)
+            except (TimeoutError, KafkaError, OSError) as exc:
+                log.warning("producer did not flush cleanly on shutdown: %r", exc)

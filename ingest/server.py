@@ -1,0 +1,55 @@
+"""``callstream edge``: serve the edge app with uvicorn (uvloop + httptools).
+
+Graceful shutdown on SIGTERM/SIGINT: uvicorn stops accepting, lets in-flight requests finish (at most
+``shutdown_grace_s``), then the app's lifespan flushes and closes the producer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from callstream.errors import ConfigError
+from callstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def app_factory() -> object:
+    """Entry point for uvicorn workers (``--workers N``): settings from the environment."""
+    from ingest.app import create_app
+
+    return create_app(Settings())
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    host = args.host or settings.edge_host
+    port = args.port if args.port is not None else settings.edge_port
+    workers = max(1, int(getattr(args, "workers", 1) or 1))
+    tls_cert, tls_key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both to serve HTTPS, or neither")
+    settings.require_kafka()
+    settings.require_apps()
+    common = dict(
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(round(settings.shutdown_grace_s))),
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+    )
+    if workers > 1:
+        # Each worker builds its app from CALLSTREAM_* in its own process.
+        uvicorn.run("ingest.server:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    else:
+        from ingest.app import create_app
+
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+    return 0
