@@ -27,6 +27,7 @@ from clickhouse_connect.driver.client import Client
 
 from callstream import store
 from callstream.settings import Settings
+from schemas.cluster import cluster_statements
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,12 @@ def render(text: str, values: dict[str, str]) -> list[str]:
     return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
 
 
+def rendered(text: str, database: str, cluster: str = "") -> list[str]:
+    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form."""
+    statements = render(text, placeholders(database))
+    return cluster_statements(statements, cluster, database) if cluster else statements
+
+
 def _ledger_ddl(values: dict[str, str]) -> list[str]:
     engine = f"{values['{engine_prefix}']}ReplacingMergeTree({values['{engine_args}']}applied_at)"
     return [
@@ -104,7 +111,7 @@ def _ledger_ddl(values: dict[str, str]) -> list[str]:
 def plan(settings: Settings, cluster: str = "") -> list[tuple[Migration, list[str]]]:
     """Every migration with its rendered statements (nothing is applied)."""
     values = placeholders(settings.clickhouse_database, cluster or settings.clickhouse_cluster)
-    return [(m, render(m.text(), values)) for m in discover()]
+    return [(m, rendered(m.text(), values["{db}"], cluster or settings.clickhouse_cluster)) for m in discover()]
 
 
 def applied_versions(client: Client, database: str) -> dict[int, str]:
@@ -130,7 +137,7 @@ def apply_migrations(settings: Settings, client: Client | None = None, *, cluste
                 log.warning("migration %s changed after it was applied; not re-applied", migration.label)
             continue
         with store.locked(client):
-            for stmt in render(migration.text(), values):
+            for stmt in rendered(migration.text(), db, cluster):
                 client.command(stmt)
             client.insert(
                 f"{db}.schema_migrations",
