@@ -1,0 +1,201 @@
+"""schemas.serde: single-object and Confluent framing, against a served registry API and the real broker.
+
+No registry server installs here, so ``registry_server`` serves the documented Confluent REST endpoints
+(POST /subjects/{subject}/versions, GET /schemas/ids/{id}) from a small Starlette app under uvicorn on a
+free 127.0.0.1 port, and records each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import fastavro
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from callstream.broker import free_port
+from callstream.errors import BrokerUnavailable
+from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs
+from callstream.settings import Settings
+from schemas.avro_codec import MARKER, schema_fingerprint, schema_json
+from schemas.serde import Serializer, UnknownSchema, decode, framing
+
+
+@dataclass
+class FakeRegistry:
+    """State of the served registry: schemas by id, subjects, and the requests it answered."""
+
+    url: str = ""
+    schemas: dict[int, str] = field(default_factory=dict)
+    subjects: dict[str, list[int]] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        async def register(request: Request) -> JSONResponse:
+            subject = request.path_params["subject"]
+            self.requests.append(f"POST {request.url.path}")
+            body = await request.json()
+            if body.get("schemaType", "AVRO") != "AVRO":
+                return JSONResponse({"error_code": 42201, "message": "only AVRO here"}, status_code=422)
+            canonical = json.dumps(json.loads(body["schema"]), sort_keys=True)
+            ids = [i for i, text in self.schemas.items() if text == canonical]
+            schema_id = ids[0] if ids else len(self.schemas) + 1
+            self.schemas[schema_id] = canonical
+            versions = self.subjects.setdefault(subject, [])
+            if schema_id not in versions:
+                versions.append(schema_id)
+            return JSONResponse({"id": schema_id})
+
+        async def by_id(request: Request) -> JSONResponse:
+            self.requests.append(f"GET {request.url.path}")
+            schema_id = int(request.path_params["schema_id"])
+            if schema_id not in self.schemas:
+                return JSONResponse({"error_code": 40403, "message": "Schema not found"}, status_code=404)
+            return JSONResponse({"schema": self.schemas[schema_id]})
+
+        return Starlette(
+            routes=[
+                Route("/subjects/{subject}/versions", register, methods=["POST"]),
+                Route("/schemas/ids/{schema_id:int}", by_id, methods=["GET"]),
+            ]
+        )
+
+
+@pytest.fixture
+def registry_server() -> Iterator[FakeRegistry]:
+    registry = FakeRegistry()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(registry.app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "registry app did not start"
+        time.sleep(0.01)
+    registry.url = f"http://127.0.0.1:{port}"
+    try:
+        yield registry
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def envelope(i: int = 0) -> dict[str, Any]:
+    return {
+        "id": f"{i:032x}",
+        "received_at": datetime(2024, 3, 12, 2, 15, 40, i, tzinfo=UTC),
+        "service": "voice",
+        "path": "/notify/voice",
+        "event_type": "fee",
+        "app_key": "app",
+        "auth_scheme": "aksk",
+        "content_type": "application/json",
+        "remote_addr": "127.0.0.1",
+        "body": b'{"eventType":"fee"}',
+    }
+
+
+def test_default_is_single_object_with_the_shipped_fingerprint(settings: Settings) -> None:
+    serializer = Serializer(settings)
+    payload = serializer.encode("raw_envelope", envelope(), settings.raw_topic)
+    assert payload[:2] == MARKER and payload[2:10] == schema_fingerprint("raw_envelope")
+    assert framing(payload) == "single-object"
+    assert serializer.decode(payload) == decode(payload) == ("raw_envelope", envelope())
+
+
+def test_registry_mode_uses_the_confluent_wire_format(
+    make_settings: Callable[..., Settings], registry_server: FakeRegistry
+) -> None:
+    settings = make_settings(schema_registry_url=registry_server.url)
+    serializer = Serializer(settings)
+    payloads = [serializer.encode("raw_envelope", envelope(i), settings.raw_topic) for i in range(20)]
+    schema_id = struct.unpack(">I", payloads[0][1:5])[0]
+    assert payloads[0][:1] == b"\x00" and framing(payloads[0]) == "confluent"
+    assert registry_server.subjects == {f"{settings.raw_topic}-value": [schema_id]}
+    assert json.loads(registry_server.schemas[schema_id]) == schema_json("raw_envelope")
+    assert registry_server.requests == [f"POST /subjects/{settings.raw_topic}-value/versions"]  # cached after
+
+    reader = Serializer(settings)  # a fresh process: fetches the writer by id once
+    assert [reader.decode(p) for p in payloads] == [("raw_envelope", envelope(i)) for i in range(20)]
+    assert registry_server.requests.count(f"GET /schemas/ids/{schema_id}") == 1
+    with pytest.raises(UnknownSchema, match="CALLSTREAM_SCHEMA_REGISTRY_URL"):
+        decode(payloads[0])
+    serializer.close()
+    reader.close()
+
+
+def test_registry_reader_resolves_a_newer_writer(
+    make_settings: Callable[..., Settings], registry_server: FakeRegistry
+) -> None:
+    """A producer already on a newer schema (extra field with default) is read into the shipped one."""
+    newer = schema_json("raw_envelope")
+    newer = dict(newer, fields=[*newer["fields"], {"name": "tenant", "type": "string", "default": ""}])
+    answer = httpx.post(
+        f"{registry_server.url}/subjects/x-value/versions", json={"schema": json.dumps(newer)}, timeout=5
+    )
+    schema_id = answer.json()["id"]
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", schema_id))
+    fastavro.schemaless_writer(out, fastavro.parse_schema(newer), dict(envelope(3), tenant="t1"))
+    reader = Serializer(make_settings(schema_registry_url=registry_server.url))
+    assert reader.decode(out.getvalue()) == ("raw_envelope", envelope(3))
+    reader.close()
+
+
+def test_unreachable_registry_is_retriable(make_settings: Callable[..., Settings]) -> None:
+    serializer = Serializer(make_settings(schema_registry_url=f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(BrokerUnavailable, match="unreachable") as caught:
+        serializer.encode("raw_envelope", envelope(), "t")
+    assert caught.value.retriable
+
+
+def test_switching_framing_on_a_live_topic(
+    make_settings: Callable[..., Settings], registry_server: FakeRegistry
+) -> None:
+    """Records of both framings on one topic, through the real broker, all decode."""
+    plain = make_settings()
+    registry = make_settings(schema_registry_url=registry_server.url)
+    before, after = Serializer(plain), Serializer(registry)
+
+    async def scenario() -> list[tuple[str, dict[str, Any]]]:
+        await ensure_topics(plain)
+        producer = AIOKafkaProducer(**producer_kwargs(plain))
+        await producer.start()
+        try:
+            for i in range(4):
+                chosen = before if i < 2 else after
+                value = chosen.encode("raw_envelope", envelope(i), plain.raw_topic)
+                await producer.send_and_wait(plain.raw_topic, value, key=b"k")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(plain.raw_topic, **consumer_kwargs(plain))
+        await consumer.start()
+        got: list[tuple[str, dict[str, Any]]] = []
+        try:
+            deadline = time.monotonic() + 20
+            while len(got) < 4 and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                got += [after.decode(m.value) for msgs in batches.values() for m in msgs]
+        finally:
+            await consumer.stop()
+        return got
+
+    got = asyncio.run(scenario())
+    assert got == [("raw_envelope", envelope(i)) for i in range(4)]
+    before.close()
+    after.close()
