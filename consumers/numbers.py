@@ -1,0 +1,318 @@
+"""Phone-number protection: keep, mask or keyed-hash each number column before it leaves the consumer.
+
+The policy is ``column=mode`` pairs (``settings.number_protection``); modes are ``keep``, ``mask``
+(``+86138****0021``: country code, up to 3 leading and 4 trailing digits shown) and ``hash``
+(``h:`` + 32 hex of HMAC-SHA256 keyed by a secret pepper: stable, so joins and per-number KPIs work).
+Unlisted columns are kept. Two virtual keys: ``embedded`` governs numbers found inside other text
+(``sessionId`` tokens such as ``+8613800000021_+8617000000001_4_…``, unparseable bodies), and a
+value equal to one of the record's X numbers (``bind_num``, ``fwd_display_num``, the X side of a call
+event) follows the ``bind_num`` mode wherever it appears, so X numbers stay readable by default.
+
+The ``raw``/``extra`` JSON and ``failed_events.body`` are rewritten with the same rules; recording
+download URLs are dropped unless ``publish_recording_urls``. Protection is idempotent: an already
+hashed (``h:…``) or masked (``*``) value is left as it is, so replaying a protected record is safe.
+
+    policy = Policy.parse("caller_num=hash,callee_num=mask", pepper=b"…")
+    row = protect_record("cdrs", row, policy)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from callstream.errors import ConfigError
+from callstream.settings import Settings
+
+Mode = Literal["keep", "mask", "hash"]
+MODES: tuple[str, ...] = ("keep", "mask", "hash")
+
+#: Number columns of the warehouse tables (plus the virtual ``embedded``).
+NUMBER_COLUMNS: frozenset[str] = frozenset(
+    {
+        "caller_num", "callee_num", "fwd_display_num", "fwd_dst_num", "bind_num",
+        "caller", "called", "display_caller_num", "number", "embedded",
+    }
+)
+#: Huawei JSON field -> the column whose mode applies to it.
+JSON_KEYS: dict[str, str] = {
+    "callerNum": "caller_num",
+    "calleeNum": "callee_num",
+    "origCalleeNum": "callee_num",
+    "fwdDisplayNum": "fwd_display_num",
+    "fwdDstNum": "fwd_dst_num",
+    "bindNum": "bind_num",
+    "caller": "caller",
+    "called": "called",
+    "displayCallerNum": "display_caller_num",
+    "displayCalleeNum": "display_caller_num",
+    "number": "number",
+}
+URL_COLUMNS: frozenset[str] = frozenset({"record_file_download_url"})
+URL_JSON_KEYS: frozenset[str] = frozenset({"recordFileDownloadUrl", "recordPushURL"})
+JSON_COLUMNS: frozenset[str] = frozenset({"raw", "extra", "body"})
+SESSION_COLUMNS: frozenset[str] = frozenset({"session_id"})
+SESSION_JSON_KEYS: frozenset[str] = frozenset({"sessionId"})
+
+DEFAULT_POLICY = "caller_num=hash,callee_num=hash,fwd_dst_num=hash,caller=hash,called=hash,embedded=hash"
+HASH_PREFIX = "h:"
+_HASH_RE = re.compile(r"^h:[0-9a-f]{32}$")
+_EMBEDDED_RE = re.compile(r"\+\d{6,15}")
+# Events whose X (or display) number is on a known side: callin is A -> X; the others X/display -> B.
+_X_SIDE_BY_EVENT = {"callin": "called", "callout": "caller", "alerting": "caller", "answer": "caller",
+                    "disconnect": "caller"}
+
+# E.164 country codes: 1 and 7 are one digit, these are two digits, every other code has three.
+_CC2 = frozenset(
+    "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
+    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split()
+)
+
+
+def country_code(digits: str) -> str:
+    """The E.164 country code at the start of ``digits`` (no ``+``)."""
+    if digits[:1] in ("1", "7"):
+        return digits[:1]
+    if digits[:2] in _CC2:
+        return digits[:2]
+    return digits[:3]
+
+
+def mask(value: str) -> str:
+    """``+8613800000021`` -> ``+86138****0021``: at most country code + 3 leading + 4 trailing digits.
+
+    At least 4 national digits are always hidden, and never more than 7 are shown, so a short
+    number is masked harder (tail first, then head). Non-digit characters are kept.
+    """
+    if not value or "*" in value or _HASH_RE.match(value):
+        return value
+    positions = [i for i, ch in enumerate(value) if ch.isdigit()]
+    if not positions:
+        return value
+    digits = "".join(value[i] for i in positions)
+    cc_len = len(country_code(digits)) if value.lstrip().startswith("+") else 0
+    if cc_len >= len(digits):
+        cc_len = 0
+    national = len(digits) - cc_len
+    shown = max(0, min(7, national - 4))
+    tail = min(4, shown)
+    head = shown - tail
+    keep = set(range(cc_len + head)) | set(range(len(digits) - tail, len(digits)))
+    out = list(value)
+    for n, pos in enumerate(positions):
+        if n not in keep:
+            out[pos] = "*"
+    return "".join(out)
+
+
+def keyed_hash(value: str, pepper: bytes) -> str:
+    """``h:`` + first 16 bytes (hex) of HMAC-SHA256(pepper, value); stable for one pepper."""
+    if not value or _HASH_RE.match(value):
+        return value
+    if not pepper:
+        raise ConfigError("number hashing needs a pepper: set CALLSTREAM_NUMBER_PEPPER or CALLSTREAM_NUMBER_PEPPER_FILE")
+    digest = hmac.new(pepper, value.strip().encode("utf-8"), hashlib.sha256).digest()
+    return HASH_PREFIX + digest[:16].hex()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Per-column modes plus the pepper; build with :meth:`parse` or :func:`policy_from_settings`."""
+
+    modes: dict[str, Mode] = field(default_factory=dict)
+    pepper: bytes = field(default=b"", repr=False)
+    publish_recording_urls: bool = False
+
+    @classmethod
+    def parse(cls, text: str, *, pepper: bytes = b"", publish_recording_urls: bool = False) -> Policy:
+        modes: dict[str, Mode] = {}
+        for item in text.replace("\n", ",").split(","):
+            item = item.strip()
+            if not item:
+                continue
+            column, sep, mode = (part.strip() for part in item.partition("="))
+            if not sep or column not in NUMBER_COLUMNS or mode not in MODES:
+                raise ConfigError(
+                    f"bad CALLSTREAM_NUMBER_PROTECTION entry {item!r}: write column=keep|mask|hash with a column "
+                    f"among {', '.join(sorted(NUMBER_COLUMNS))}"
+                )
+            modes[column] = mode  # type: ignore[assignment]
+        if "hash" in modes.values() and len(pepper) < 16:
+            raise ConfigError(
+                "number hashing is on but no pepper (>= 16 characters) is configured: set CALLSTREAM_NUMBER_PEPPER "
+                "or CALLSTREAM_NUMBER_PEPPER_FILE (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`), "
+                "or choose keep/mask in CALLSTREAM_NUMBER_PROTECTION. Keep the pepper: a new one breaks joins"
+            )
+        return cls(modes=modes, pepper=pepper, publish_recording_urls=publish_recording_urls)
+
+    def mode(self, column: str) -> Mode:
+        return self.modes.get(column, "keep")
+
+    def apply(self, mode: Mode, value: str) -> str:
+        if not value or "*" in value or _HASH_RE.match(value):
+            return value  # empty or already protected (replays stay stable)
+        if mode == "hash":
+            return keyed_hash(value, self.pepper)
+        if mode == "mask":
+            return mask(value)
+        return value
+
+    def protected_forms(self, number: str) -> set[str]:
+        """Every form ``number`` can take in the store under this policy (the clear form included)."""
+        forms = {number}
+        if "hash" in self.modes.values():
+            forms.add(keyed_hash(number, self.pepper))
+        return forms
+
+
+def read_pepper(value: str, path: Path | None) -> bytes:
+    """The pepper from ``CALLSTREAM_NUMBER_PEPPER`` or the file ``CALLSTREAM_NUMBER_PEPPER_FILE``."""
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").strip().encode("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read CALLSTREAM_NUMBER_PEPPER_FILE={path}: {exc.strerror}") from exc
+    return value.strip().encode("utf-8")
+
+
+def ensure_pepper_file(path: Path) -> Path:
+    """Create a random pepper file (mode 0600) if missing, e.g. on the first ``callstream up``."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", encoding="utf-8", opener=lambda p, f: _open_private(p, f)) as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def _open_private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def policy_from_settings(settings: Settings) -> Policy:
+    """The policy configured in ``settings`` (parsed once per distinct configuration)."""
+    pepper = read_pepper(settings.number_pepper, settings.number_pepper_file)
+    return _cached_policy(settings.number_protection, pepper, settings.publish_recording_urls)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_policy(text: str, pepper: bytes, publish_recording_urls: bool) -> Policy:
+    return Policy.parse(text, pepper=pepper, publish_recording_urls=publish_recording_urls)
+
+
+# --- applying the policy to one record -----------------------------------------------------------
+
+
+def x_numbers(kind: str, record: dict[str, Any]) -> set[str]:
+    """The record's X / display numbers (kept by default): bind and display numbers, the X side of events."""
+    found = {str(record.get(c) or "") for c in ("bind_num", "fwd_display_num")}
+    if kind == "call_events":
+        side = _X_SIDE_BY_EVENT.get(str(record.get("event_type") or ""))
+        if side:
+            found.add(str(record.get(side) or ""))
+    found.discard("")
+    return found
+
+
+def _json_x_numbers(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        for key in ("bindNum", "fwdDisplayNum"):
+            if isinstance(node.get(key), str) and node[key]:
+                found.add(node[key])
+        event_type = node.get("eventType")
+        info = node.get("statusInfo")
+        if isinstance(event_type, str) and isinstance(info, dict):
+            side = _X_SIDE_BY_EVENT.get(event_type)
+            if side and isinstance(info.get(side), str) and info[side]:
+                found.add(info[side])
+        for child in node.values():
+            _json_x_numbers(child, found)
+    elif isinstance(node, list):
+        for child in node:
+            _json_x_numbers(child, found)
+
+
+class _Protector:
+    def __init__(self, policy: Policy, xs: set[str]) -> None:
+        self.policy = policy
+        self.xs = xs
+
+    def number(self, column: str, value: str) -> str:
+        if value in self.xs:
+            return self.policy.apply(self.policy.mode("bind_num"), value)
+        return self.policy.apply(self.policy.mode(column), value)
+
+    def embedded(self, text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            return self.number("embedded", match.group(0))
+
+        return _EMBEDDED_RE.sub(one, text)
+
+    def json_node(self, node: Any) -> Any:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                if key in URL_JSON_KEYS and not self.policy.publish_recording_urls:
+                    continue
+                if isinstance(value, str):
+                    if key in JSON_KEYS:
+                        value = self.number(JSON_KEYS[key], value)
+                    elif key in SESSION_JSON_KEYS:
+                        value = self.embedded(value)
+                else:
+                    value = self.json_node(value)
+                out[key] = value
+            return out
+        if isinstance(node, list):
+            return [self.json_node(child) for child in node]
+        return node
+
+    def text(self, text: str) -> str:
+        """Rewrite a JSON document; text that is not JSON gets its embedded numbers protected."""
+        if not text:
+            return text
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return self.embedded(text)
+        _json_x_numbers(doc, self.xs)
+        new = self.json_node(doc)
+        return text if new == doc else orjson.dumps(new).decode("utf-8")  # untouched text keeps its bytes
+
+
+def protect_record(kind: str, record: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """A copy of ``record`` (one row of table ``kind``) with numbers, raw JSON and URLs protected."""
+    protector = _Protector(policy, x_numbers(kind, record))
+    out = dict(record)
+    for column, value in record.items():
+        if column in URL_COLUMNS:
+            if not policy.publish_recording_urls and value:
+                out[column] = ""
+        elif column in NUMBER_COLUMNS and isinstance(value, str):
+            out[column] = protector.number(column, value)
+        elif column in SESSION_COLUMNS and isinstance(value, str):
+            out[column] = protector.embedded(value)
+        elif column in JSON_COLUMNS:
+            out[column] = _rewrite(value, protector.text)
+    return out
+
+
+def _rewrite(value: Any, func: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return func(value)
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            text = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+        return func(text).encode("utf-8")
+    return value
