@@ -123,13 +123,13 @@ class NotifyEndpoint:
             return 499
         identity = _AUTH_OFF
         try:
-            if body.too_large:
-                raise BodyTooLarge(f"body is larger than {self.max_body_bytes} bytes")
             if self.authenticator is not None:
                 url = self._url(scope) if self.service == "voice" else ""
                 identity = self.authenticator.verify(
                     self.service, authorization, aksk, wsse, url, received_at.timestamp()
                 )
+            if body.too_large:
+                raise BodyTooLarge(f"body is larger than {self.max_body_bytes} bytes")
             classified = classify(self.service, body.data)
         except RejectedNotification as exc:
             return await self._refuse(scope, send, receipt, body.data, body.too_large, identity, exc, aksk or wsse)
