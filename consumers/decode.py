@@ -1,0 +1,63 @@
+"""Raw Kafka record -> ``Notification`` (the envelope the edge published, plus where it came from)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from callstream.errors import NormaliseError
+from schemas.avro_codec import UnknownSchema, decode
+
+
+@dataclass(slots=True)
+class Notification:
+    """One push as received by the edge; ``received_at_us`` is epoch microseconds UTC."""
+
+    id: str
+    received_at_us: int
+    service: str
+    path: str
+    event_type: str
+    app_key: str
+    body: bytes
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    auth_scheme: str = ""
+    content_type: str = ""
+    remote_addr: str = ""
+
+
+def _to_us(value: object) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp()) * 1_000_000 + value.microsecond
+    if isinstance(value, int):
+        return value
+    raise NormaliseError(f"envelope received_at has type {type(value).__name__}", reason="bad_envelope")
+
+
+def decode_envelope(payload: bytes | None, topic: str = "", partition: int = -1, offset: int = -1) -> Notification:
+    """Decode a ``raw_envelope`` record; ``NormaliseError(reason="bad_envelope")`` when it is not one."""
+    if not payload:
+        raise NormaliseError("empty Kafka record value", reason="bad_envelope")
+    try:
+        name, record = decode(payload)
+    except (UnknownSchema, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise NormaliseError(f"not a raw_envelope Avro record: {exc}", reason="bad_envelope") from exc
+    if name != "raw_envelope":
+        raise NormaliseError(f"expected raw_envelope, got {name}", reason="bad_envelope")
+    return Notification(
+        id=record["id"],
+        received_at_us=_to_us(record["received_at"]),
+        service=record["service"],
+        path=record["path"],
+        event_type=record["event_type"],
+        app_key=record.get("app_key", "") or "",
+        body=record["body"],
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        auth_scheme=record.get("auth_scheme", "") or "",
+        content_type=record.get("content_type", "") or "",
+        remote_addr=record.get("remote_addr", "") or "",
+    )

@@ -1,0 +1,115 @@
+"""Business-key deduplication.
+
+Keys (64-bit, stored as ``dedup_key UInt64``):
+  CDR     (appKey, sessionId, icid) when icid is present, else the canonical JSON of the FeeInfo
+  event   (app_key of the envelope, sessionId, eventType, timestamp, caller, called, stateCode)
+  status  (number, status, cause, UTC day of receipt)
+  failure (notification id, record index, stage, reason)
+
+Three layers drop duplicates before ClickHouse sees them: within the batch, a bounded LRU of keys
+loaded recently by this process (``RecentKeys``), and a lookup of the remaining keys in the table
+(done by the sink, so it survives restarts). A retried insert carries ``insert_token`` of its keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_SEP = "\x1f"
+
+
+def hash64(*parts: object) -> int:
+    """A stable unsigned 64-bit hash of the parts (blake2b, not Python's per-process hash)."""
+    text = _SEP.join("" if p is None else str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def cdr_key(row: dict[str, Any]) -> int:
+    if row["icid"]:
+        return hash64("cdr", row["app_key"], row["session_id"], row["icid"])
+    return hash64("cdr-json", row["raw"])
+
+
+def event_key(row: dict[str, Any]) -> int:
+    return hash64(
+        "event", row["app_key"], row["session_id"], row["event_type"], row["timestamp"],
+        row["caller"], row["called"], row["state_code"],
+    )
+
+
+def status_key(row: dict[str, Any]) -> int:
+    return hash64("status", row["number"], row["status"], row["cause"], row["received_at"] // 86_400_000_000)
+
+
+def failure_key(notification_id: str, record_index: int, stage: str, reason: str) -> int:
+    return hash64("failure", notification_id, record_index, stage, reason)
+
+
+KEY_FUNCTIONS: dict[str, Callable[[dict[str, Any]], int]] = {
+    "cdrs": cdr_key,
+    "call_events": event_key,
+    "number_status": status_key,
+}
+
+
+def assign_keys(table: str, rows: list[dict[str, Any]]) -> None:
+    key = KEY_FUNCTIONS[table]
+    for row in rows:
+        row["dedup_key"] = key(row)
+
+
+def unique_in_batch(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """First occurrence of every dedup_key; returns (rows, number dropped)."""
+    seen: set[int] = set()
+    kept = []
+    for row in rows:
+        key = row["dedup_key"]
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+def insert_token(table: str, rows: Iterable[dict[str, Any]]) -> str:
+    """Deterministic insert_deduplication_token: the same rows give the same token on retry."""
+    digest = hashlib.blake2b(table.encode(), digest_size=16)
+    for key in sorted(row["dedup_key"] for row in rows):
+        digest.update(key.to_bytes(8, "little"))
+    return f"{table}-{digest.hexdigest()}"
+
+
+class RecentKeys:
+    """A bounded LRU of dedup keys this process loaded (per table); ``capacity`` keys in total."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, capacity)
+        self._keys: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def split(self, table: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """Rows whose key is not known here; returns (rows, number known and dropped)."""
+        keys = self._keys
+        kept = []
+        for row in rows:
+            item = (table, row["dedup_key"])
+            if item in keys:
+                keys.move_to_end(item)
+            else:
+                kept.append(row)
+        return kept, len(rows) - len(kept)
+
+    def add(self, table: str, keys: Iterable[int]) -> None:
+        if not self.capacity:
+            return
+        store = self._keys
+        for key in keys:
+            store[(table, key)] = None
+            store.move_to_end((table, key))
+        excess = len(store) - self.capacity
+        for _ in range(max(0, excess)):
+            store.popitem(last=False)

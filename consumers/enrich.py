@@ -1,0 +1,202 @@
+"""Describe every coded column from the code tables and derive the per-call figures.
+
+CDR: ``<column>_desc`` for fwdUnaswRsn / callOutUnaswRsn (+ Q.850 class), ulFailReason, sipStatusCode;
+``failure_category`` / ``failure_reason`` (the cause that explains the outcome); answered,
+talk_seconds, ring_seconds, setup_seconds, service_type, call_start_time, call_time, has_recording.
+Event: state_code_desc, failure_category (disconnect only), event_seq, leg. Status: status/cause
+descriptions, available, receipt_day. Unknown codes are kept, described, and reported in ``Enriched``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from schemas.codes import Q850_DEFERRING_TEARDOWNS, Code, describe
+
+VOICE_SERVICE_TYPES = {"001": "notification", "002": "callback", "003": "verifycode"}
+EVENT_SEQ = {"callin": 0, "callout": 1, "alerting": 2, "answer": 3, "collectInfo": 4, "disconnect": 5}
+
+
+@dataclass(slots=True)
+class Enriched:
+    """What enrichment noticed: unknown codes per field and clamped (inconsistent) durations."""
+
+    unknown_codes: list[str] = field(default_factory=list)
+    inconsistent_timestamps: int = 0
+
+
+_cache: dict[tuple[str, str, int], Code] = {}
+
+
+def lookup(field_name: str, service: str, code: int, note: Enriched) -> Code:
+    key = (field_name, service, code)
+    entry = _cache.get(key)
+    if entry is None:
+        entry = describe(field_name, service, code)
+        if len(_cache) < 100_000:
+            _cache[key] = entry
+    if not entry.known:
+        note.unknown_codes.append(field_name)
+    return entry
+
+
+def _seconds(start: int | None, end: int | None, note: Enriched) -> int | None:
+    if start is None or end is None:
+        return None
+    if end < start:
+        note.inconsistent_timestamps += 1
+        return 0
+    return (end - start) // 1000
+
+
+def _service_type(row: dict[str, Any]) -> str:
+    if row["service"] == "privacy":
+        return "privacy"
+    code = row["service_type_code"]
+    if code in VOICE_SERVICE_TYPES:
+        return VOICE_SERVICE_TYPES[code]
+    if row["fwd_start_time"] is not None or row["fwd_answer_time"] is not None or row["fwd_dst_num"]:
+        return "callback"
+    return "notification" if not code else "unknown"
+
+
+def _q850(row: dict[str, Any], column: str, source: str, service: str, note: Enriched) -> Code | None:
+    code = row[column]
+    if code is None:
+        row[column + "_desc"] = ""
+        row[column + "_class"] = ""
+        return None
+    entry = lookup(source, service, code, note)
+    row[column + "_desc"] = entry.description
+    row[column + "_class"] = entry.cause_class
+    return entry if code != 0 else None
+
+
+def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
+    service = row["service"]
+    service_type = _service_type(row)
+    row["service_type"] = service_type
+    fwd_leg = service_type in ("callback", "privacy")
+    fwd = _q850(row, "fwd_unasw_rsn", "fwdUnaswRsn", service, note)
+    out = _q850(row, "call_out_unasw_rsn", "callOutUnaswRsn", service, note)
+    leg_q850 = (fwd or out) if fwd_leg else (out or fwd)
+
+    sip_code = row["sip_status_code"]
+    sip = None
+    if sip_code is None:
+        row["sip_status_code_desc"] = ""
+    else:
+        sip_entry = lookup("sipStatusCode", "", sip_code, note)
+        row["sip_status_code_desc"] = sip_entry.description
+        sip = sip_entry if sip_code != 0 else None
+
+    ul = row["ul_fail_reason"]
+    cause: Code | None = None
+    if ul is None:
+        row["ul_fail_reason_desc"] = ""
+    else:
+        entry = lookup("ulFailReason", service, ul, note)
+        if ul in Q850_DEFERRING_TEARDOWNS and (leg_q850 or sip):
+            deferred = leg_q850 or sip
+            assert deferred is not None
+            row["ul_fail_reason_desc"] = f"{entry.description}: {deferred.description}"
+            cause = deferred
+        else:
+            row["ul_fail_reason_desc"] = entry.description
+            if ul != 0:
+                cause = entry if entry.known else (leg_q850 or sip or entry)
+
+    if fwd_leg:
+        start, alerting, answer = row["fwd_start_time"], row["fwd_alerting_time"], row["fwd_answer_time"]
+    else:
+        start, alerting, answer = row["call_out_start_time"], row["call_out_alerting_time"], row["call_out_answer_time"]
+    end = row["call_end_time"]
+    if end is None:
+        end = row["fail_time"]
+    answered = answer is not None
+    row["answered"] = 1 if answered else 0
+    row["talk_seconds"] = (_seconds(answer, end, note) or 0) if answered else 0
+    row["ring_seconds"] = _seconds(alerting, answer if answered else end, note)
+    row["setup_seconds"] = _seconds(start, alerting, note)
+
+    starts = [t for t in (row["call_in_time"], row["call_out_start_time"], row["fwd_start_time"]) if t is not None]
+    call_start = min(starts) if starts else None
+    row["call_start_time"] = call_start
+    row["call_time"] = call_start or end or row["received_at"] // 1000
+    row["has_recording"] = 1 if (row["record_flag"] == 1 or row["record_object_name"]
+                                  or row["record_file_download_url"]) else 0
+
+    if answered:
+        row["failure_category"], row["failure_reason"] = "normal", ""
+        return
+    if cause is None:
+        cause = leg_q850 or sip
+    if cause is None:
+        row["failure_category"], row["failure_reason"] = "unknown", "no failure cause recorded"
+    else:
+        category = cause.category
+        # an unanswered call whose only cause says "normal" did not connect: call it no answer
+        row["failure_category"] = "no_answer" if category == "normal" else category
+        row["failure_reason"] = cause.description
+
+
+class LegTracker:
+    """Voice callback legs: the first called number of a session is leg 1, another one is leg 2."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._first_called: OrderedDict[str, str] = OrderedDict()
+
+    def leg(self, session_id: str, called: str) -> int:
+        if not session_id or not called:
+            return 1
+        first = self._first_called.get(session_id)
+        if first is None:
+            self._first_called[session_id] = called
+            if len(self._first_called) > self.capacity:
+                self._first_called.popitem(last=False)
+            return 1
+        return 1 if first == called else 2
+
+
+def enrich_event(row: dict[str, Any], note: Enriched, legs: LegTracker | None = None) -> None:
+    event_type = row["event_type"]
+    row["event_seq"] = EVENT_SEQ.get(event_type, 255)
+    ts = row["timestamp"]
+    row["event_time"] = ts if ts is not None else row["received_at"] // 1000
+    code = row["state_code"]
+    if code is None:
+        row["state_code_desc"] = ""
+        row["failure_category"] = ""
+    else:
+        entry = lookup("stateCode", row["service"], code, note)
+        row["state_code_desc"] = entry.description
+        row["failure_category"] = entry.category
+    if legs is not None and row["service"] == "voice" and event_type != "collectInfo":
+        row["leg"] = legs.leg(row["session_id"], row["called"])
+    else:
+        row["leg"] = 1
+
+
+_days: dict[int, date] = {}
+
+
+def receipt_day(received_at_us: int) -> date:
+    day_number = received_at_us // 86_400_000_000
+    day = _days.get(day_number)
+    if day is None:
+        day = datetime.fromtimestamp(day_number * 86_400, UTC).date()
+        _days[day_number] = day
+    return day
+
+
+def enrich_status(row: dict[str, Any], note: Enriched) -> None:
+    status = row["status"]
+    cause = row["cause"]
+    row["status_desc"] = lookup("status", "", status, note).description if status is not None else ""
+    row["cause_desc"] = lookup("cause", "", cause, note).description if cause is not None else ""
+    row["available"] = 1 if status == 5 else 0
+    row["receipt_day"] = receipt_day(row["received_at"])
