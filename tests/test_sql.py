@@ -1,0 +1,64 @@
+"""`callstream sql`: direct on the store when no stack runs, through the query endpoint when one does."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from callstream import store
+from callstream.broker import free_port
+from callstream.credentials import remove_stack_file, write_stack_file
+from callstream.query_server import create_app
+from callstream.settings import Settings
+from callstream.sql import SqlError, main, query_url, run_sql
+
+
+def _table(settings: Settings) -> str:
+    db = settings.clickhouse_database
+    client = store.connect(settings)
+    with store.locked(client):
+        client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        client.command(f"CREATE TABLE {db}.t (n UInt32) ENGINE = MergeTree ORDER BY n")
+        client.command(f"INSERT INTO {db}.t SELECT number FROM numbers(5)")
+    return f"{db}.t"
+
+
+def test_direct_when_no_stack(settings: Settings, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    table = _table(settings)
+    assert query_url(settings.data_dir) is None
+    assert run_sql(settings, f"SELECT sum(n) FROM {table}") == b"10\n"
+    assert run_sql(settings, f"SELECT n FROM {table} ORDER BY n LIMIT 2 FORMAT JSONEachRow") == b'{"n":0}\n{"n":1}\n'
+    assert main(argparse.Namespace(query=f"SELECT count() FROM {table}", format="TSV"), settings) == 0
+    assert capsysbinary.readouterr().out == b"5\n"
+    with pytest.raises(SqlError, match="Code: 81"):
+        run_sql(settings, "SELECT * FROM no_db_here.no_table")
+
+
+def test_through_running_stack(settings: Settings) -> None:
+    table = _table(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    write_stack_file(settings.data_dir, {"pid": os.getpid(), "query_url": f"http://127.0.0.1:{port}/"})
+    try:
+        assert query_url(settings.data_dir) == f"http://127.0.0.1:{port}/"
+        assert run_sql(settings, f"SELECT sum(n) FROM {table}") == b"10\n"
+        assert run_sql(settings, "SELECT sum(n) FROM t", "TSV") == b"10\n"  # database of the settings
+        with pytest.raises(SqlError, match="read-only"):
+            run_sql(settings, f"INSERT INTO {table} VALUES (9)")
+    finally:
+        remove_stack_file(settings.data_dir)
+        server.should_exit = True
+        thread.join(10)
+    assert query_url(settings.data_dir) is None
