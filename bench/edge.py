@@ -1,0 +1,192 @@
+"""Edge benchmark with its same-run baseline.
+
+    python bench/edge.py [--quick]
+
+Starts an EmbeddedBroker, then (a) a bare Starlette JSON handler (parse the body, answer {}) and (b) the
+edge (`callstream edge`, auth on, acks=all to the local broker), each in its own uvicorn process (one
+worker, uvloop + httptools). The same load generator (bench/_load.py, its own process) drives both:
+a closed-loop max-throughput run, then a fixed-rate run against the edge. Writes bench/results/edge.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._load import PUBLIC_BASE_URL, bench_apps_env  # noqa: E402
+from callstream.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "edge.json"
+TARGETS = {"ratio_min": 0.60, "fixed_rate_p99_ms_max": 25.0, "rss_mb_max": 150.0}
+
+
+def baseline_app() -> Any:
+    """The bare handler: what any Starlette JSON endpoint costs."""
+    import orjson
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def notify(request: Request) -> Response:
+        orjson.loads(await request.body())
+        return Response(b"{}", media_type="application/json;charset=UTF-8")
+
+    return Starlette(routes=[Route("/notify/{service}", notify, methods=["POST"])])
+
+
+def serve_baseline(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(baseline_app(), host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning")
+
+
+def _env(bootstrap: str, run_id: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSTREAM_")}
+    env.update(
+        CALLSTREAM_KAFKA_BOOTSTRAP=bootstrap,
+        CALLSTREAM_APPS=bench_apps_env(),
+        CALLSTREAM_PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+        CALLSTREAM_RAW_TOPIC=f"bench.{run_id}.raw",
+        CALLSTREAM_DEAD_TOPIC=f"bench.{run_id}.dead",
+        CALLSTREAM_TOPIC_PARTITIONS="6",
+    )
+    return env
+
+
+def start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    if kind == "baseline":
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "callstream.cli", "--log-level", "WARNING", "edge",
+               "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, 30)
+    if kind == "edge":
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError("edge did not become ready within 30 s")
+            time.sleep(0.1)
+    return process
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def load(port: int, *, duration: float, connections: int, rate: float = 0.0) -> dict[str, Any]:
+    cmd = [sys.executable, str(ROOT / "bench" / "_load.py"), "--port", str(port), "--duration", str(duration),
+           "--connections", str(connections)]
+    if rate:
+        cmd += ["--rate", str(rate)]
+    out = subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, timeout=duration * 4 + 120)
+    return dict(json.loads(out.stdout))
+
+
+def run(quick: bool) -> dict[str, Any]:
+    duration = 4.0 if quick else 15.0
+    connections = 32
+    rate = 2000.0
+    run_id = f"{int(time.time())}"
+    with EmbeddedBroker() as broker:
+        env = _env(broker.bootstrap, run_id)
+        results: dict[str, Any] = {}
+        for kind in ("baseline", "edge"):
+            port = free_port()
+            process = start_server(kind, port, env)
+            try:
+                load(port, duration=1.0, connections=connections)  # warm up
+                results[kind] = load(port, duration=duration, connections=connections)
+                if kind == "edge":
+                    results["fixed"] = load(port, duration=duration, connections=connections, rate=rate)
+                results[f"{kind}_rss_mb"] = peak_rss_mb(process.pid)
+            finally:
+                stop_server(process)
+    base, edge, fixed = results["baseline"], results["edge"], results["fixed"]
+    ratio = round(edge["per_s"] / base["per_s"], 3) if base["per_s"] else 0.0
+    report = {
+        "baseline_per_s": base["per_s"],
+        "callstream_per_s": edge["per_s"],
+        "ratio": ratio,
+        "p50_ms": edge["p50_ms"],
+        "p99_ms": edge["p99_ms"],
+        "p999_ms": edge["p999_ms"],
+        "baseline_p50_ms": base["p50_ms"],
+        "baseline_p99_ms": base["p99_ms"],
+        "rss_mb": results["edge_rss_mb"],
+        "baseline_rss_mb": results["baseline_rss_mb"],
+        "fixed_rate_per_s": fixed["per_s"],
+        "fixed_rate_p99_ms": fixed["p99_ms"],
+        "fixed_rate_p50_ms": fixed["p50_ms"],
+        "statuses": {"baseline": base["statuses"], "edge": edge["statuses"], "fixed": fixed["statuses"]},
+        "targets": {
+            "ratio_min": {"target": TARGETS["ratio_min"], "met": ratio >= TARGETS["ratio_min"]},
+            "fixed_rate_p99_ms_max": {
+                "target": TARGETS["fixed_rate_p99_ms_max"],
+                "met": fixed["p99_ms"] <= TARGETS["fixed_rate_p99_ms_max"] and fixed["per_s"] >= rate * 0.95,
+            },
+            "rss_mb_max": {"target": TARGETS["rss_mb_max"], "met": results["edge_rss_mb"] <= TARGETS["rss_mb_max"]},
+        },
+        "setup": {
+            "quick": quick, "duration_s": duration, "connections": connections, "fixed_rate": rate,
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "notes": "one uvicorn worker each; generator in its own process; keep-alive connections; "
+                     "edge: auth on (aksk / aksk-voice), acks=all, lz4, linger 2 ms, embedded Tansu broker",
+        },
+    }
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke)")
+    parser.add_argument("--serve-baseline", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_baseline:
+        serve_baseline(args.serve_baseline)
+        return 0
+    report = run(args.quick)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"bare Starlette : {report['baseline_per_s']:>9.0f} req/s  p99 {report['baseline_p99_ms']} ms")
+    print(f"callstream edge: {report['callstream_per_s']:>9.0f} req/s  p50 {report['p50_ms']} ms  "
+          f"p99 {report['p99_ms']} ms  p999 {report['p999_ms']} ms")
+    print(f"ratio          : {report['ratio']:.2f}  (target >= {TARGETS['ratio_min']})")
+    print(f"peak RSS edge  : {report['rss_mb']} MB (baseline {report['baseline_rss_mb']} MB; target <= 150)")
+    print(f"fixed 2000/s   : {report['fixed_rate_per_s']} req/s  p99 {report['fixed_rate_p99_ms']} ms (target <= 25)")
+    for name, target in report["targets"].items():
+        print(f"  {name}: {'met' if target['met'] else 'MISSED'}")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
