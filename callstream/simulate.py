@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import sys
 import time
@@ -227,6 +228,7 @@ def _apps_by_service(apps: dict[str, str]) -> tuple[str, str]:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per push is noise here
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
     stack = read_stack_file(data_dir)
     if stack and stack.get("clickhouse_database"):
