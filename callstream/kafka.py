@@ -79,7 +79,11 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Per-topic Kafka configs for real clusters (retention in ms)."""
     day_ms = 24 * 3600 * 1000
     return {
-        settings.raw_topic: {"retention.ms": str(7 * day_ms), "min.insync.replicas": "2"},
+        # The raw topic holds unprotected bodies (the recovery copy): shorter than the warehouse.
+        settings.raw_topic: {
+            "retention.ms": str(settings.raw_retention_hours * 3600 * 1000),
+            "min.insync.replicas": "2",
+        },
         settings.dead_topic: {"retention.ms": str(30 * day_ms), "min.insync.replicas": "2"},
         settings.cdrs_topic: {"retention.ms": str(14 * day_ms), "min.insync.replicas": "2"},
         settings.call_events_topic: {"retention.ms": str(14 * day_ms), "min.insync.replicas": "2"},

@@ -78,9 +78,9 @@ def test_policy_parse_rejects_bad_entries_and_missing_pepper() -> None:
     assert Policy.parse("").mode("caller_num") == "keep"
 
 
-def test_default_settings_without_pepper_fail_with_the_fix() -> None:
+def test_default_settings_without_pepper_fail_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="CALLSTREAM_NUMBER_PEPPER_FILE"):
-        policy_from_settings(Settings())
+        policy_from_settings(Settings(data_dir=tmp_path))
 
 
 def test_pepper_from_file_and_generated_file_is_private(tmp_path: Path) -> None:
