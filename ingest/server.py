@@ -28,7 +28,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.edge_host
     port = args.port if args.port is not None else settings.edge_port
     workers = max(1, int(getattr(args, "workers", 1) or 1))
-    tls_cert, tls_key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    tls_cert = getattr(args, "tls_cert", None) or settings.edge_tls_certfile
+    tls_key = getattr(args, "tls_key", None) or settings.edge_tls_keyfile
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both to serve HTTPS, or neither")
     settings.require_kafka()
@@ -41,8 +42,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         lifespan="on",
         access_log=False,
         timeout_graceful_shutdown=max(1, int(round(settings.shutdown_grace_s))),
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
         log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
     )
     if workers > 1:

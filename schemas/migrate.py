@@ -28,6 +28,7 @@ from clickhouse_connect.driver.client import Client
 from callstream import store
 from callstream.settings import Settings
 from schemas.cluster import cluster_statements
+from schemas.retention import apply_retention, retention_statements
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def apply_migrations(settings: Settings, client: Client | None = None, *, cluste
             )
         log.info("applied migration %s to %s", migration.label, db)
         applied.append(migration.label)
+    apply_retention(settings, client, cluster=cluster)  # table TTLs from the settings (idempotent)
     return applied
 
 
@@ -160,6 +162,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             print(f"-- {migration.label}")
             for stmt in statements:
                 print(stmt + ";\n")
+        print("-- retention (applied when it differs from the tables' current TTL)")
+        for stmt in retention_statements(settings, cluster):
+            print(stmt + ";\n")
         return 0
     applied = apply_migrations(settings, cluster=cluster)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'schema is current'}")

@@ -84,6 +84,13 @@ def make_settings(
             "topic_partitions": 3,
             "consumer_group": f"{unique}.loader",
             "consumer_metrics_port": 0,
+            # tests insert fixed historic received_at values that a table TTL would drop on insert;
+            # tests/test_retention.py sets the TTLs explicitly. Edge tests read /metrics from a 10.x client.
+            "cdr_retention_days": 0,
+            "event_retention_days": 0,
+            "number_status_retention_days": 0,
+            "failed_retention_days": 0,
+            "metrics_public": True,
         }
         values.update(overrides)
         return Settings(**values)

@@ -17,7 +17,7 @@ def _create_sql(settings: Settings, table: str) -> str:
 
 
 def test_statements_follow_the_settings(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(cdr_retention_days=90, failed_retention_days=7)
+    settings = make_settings(cdr_retention_days=90, event_retention_days=400, failed_retention_days=7)
     stmts = retention_statements(settings)
     db = settings.clickhouse_database
     assert f"ALTER TABLE {db}.cdrs MODIFY TTL toDateTime(received_at) + INTERVAL 90 DAY" in stmts
@@ -27,8 +27,18 @@ def test_statements_follow_the_settings(make_settings: Callable[..., Settings]) 
     assert f"ALTER TABLE {db}.cdrs_local ON CLUSTER main MODIFY TTL" in clustered[0]
 
 
+PRODUCT_DEFAULTS = {field: Settings.model_fields[field].default for field in (
+    "cdr_retention_days", "event_retention_days", "number_status_retention_days", "failed_retention_days")}
+
+
+def test_product_defaults() -> None:
+    assert PRODUCT_DEFAULTS == {"cdr_retention_days": 400, "event_retention_days": 400,
+                                "number_status_retention_days": 400, "failed_retention_days": 30}
+    assert Settings.model_fields["raw_retention_hours"].default == 72
+
+
 def test_migrate_applies_ttls_idempotently_and_follows_changes(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings()
+    settings = make_settings(**PRODUCT_DEFAULTS)
     apply_migrations(settings)
     for table, days in {"cdrs": 400, "call_events": 400, "number_status": 400, "failed_events": 30}.items():
         sql = _create_sql(settings, table)
@@ -36,7 +46,7 @@ def test_migrate_applies_ttls_idempotently_and_follows_changes(make_settings: Ca
     client = store.connect(settings)
     assert apply_retention(settings, client) == []  # already current: nothing rewritten
 
-    shorter = make_settings(cdr_retention_days=180, failed_retention_days=0)
+    shorter = make_settings(**{**PRODUCT_DEFAULTS, "cdr_retention_days": 180, "failed_retention_days": 0})
     ran = apply_retention(shorter, client)
     assert len(ran) == 2
     assert "toIntervalDay(180)" in _create_sql(settings, "cdrs")
@@ -65,7 +75,7 @@ def test_raw_topic_retention_is_configurable_and_shorter_than_the_warehouse(
     settings = make_settings(raw_retention_hours=24)
     configs = topic_configs(settings)
     assert configs[settings.raw_topic]["retention.ms"] == str(24 * 3600 * 1000)
-    default = make_settings()
+    default = make_settings(**PRODUCT_DEFAULTS)
     raw_ms = int(topic_configs(default)[default.raw_topic]["retention.ms"])
     assert raw_ms == 72 * 3600 * 1000
     assert raw_ms < default.cdr_retention_days * 24 * 3600 * 1000
