@@ -10,7 +10,6 @@
     serializer = Serializer(settings)
     value = serializer.encode("raw_envelope", record, settings.raw_topic)
     name, record = serializer.decode(value)
-    headers = cloudevent_headers(id=..., source="huawei/voice/<appKey>", type=..., time=..., subject=...)
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,10 @@ from schemas.avro_codec import parsed_schema, schema_json, schema_names
 
 HISTORY_DIR = AVRO_DIR / "history"
 CONFLUENT_MAGIC = b"\x00"
-AVRO_CONTENT_TYPE = "application/avro"
 
 __all__ = [
-    "AVRO_CONTENT_TYPE",
     "Serializer",
     "UnknownSchema",
-    "cloudevent_headers",
     "decode",
     "framing",
     "history_paths",
@@ -168,37 +163,3 @@ class Serializer:
     def close(self) -> None:
         if self.registry is not None:
             self.registry.close()
-
-
-def _iso(value: datetime | str) -> str:
-    if isinstance(value, str):
-        return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def cloudevent_headers(
-    *,
-    id: str,  # noqa: A002 - the CloudEvents attribute name
-    source: str,
-    type: str,  # noqa: A002
-    time: datetime | str,
-    subject: str = "",
-    content_type: str = AVRO_CONTENT_TYPE,
-    extra: dict[str, str] | None = None,
-) -> list[tuple[str, bytes]]:
-    """Kafka headers of a CloudEvents 1.0 binary-mode event (``ce_*`` + ``content-type``)."""
-    headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", id.encode()),
-        ("ce_source", source.encode()),
-        ("ce_type", type.encode()),
-        ("ce_time", _iso(time).encode()),
-    ]
-    if subject:
-        headers.append(("ce_subject", subject.encode()))
-    headers.append(("content-type", content_type.encode()))
-    for key, value in (extra or {}).items():
-        headers.append((key, value.encode()))
-    return headers
