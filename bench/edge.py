@@ -102,6 +102,12 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(port: int, *, duration: float, connections: int, rate: float = 0.0) -> dict[str, Any]:
     cmd = [sys.executable, str(ROOT / "bench" / "_load.py"), "--port", str(port), "--duration", str(duration),
            "--connections", str(connections)]
@@ -113,18 +119,23 @@ def load(port: int, *, duration: float, connections: int, rate: float = 0.0) -> 
 
 def run(quick: bool) -> dict[str, Any]:
     duration = 4.0 if quick else 15.0
-    connections = 32
+    connections = 128
     rate = 2000.0
     run_id = f"{int(time.time())}"
     with EmbeddedBroker() as broker:
         env = _env(broker.bootstrap, run_id)
+        broker_pid = broker._process.pid  # noqa: SLF001 - the bench reads the broker's CPU time
         results: dict[str, Any] = {}
         for kind in ("baseline", "edge"):
             port = free_port()
             process = start_server(kind, port, env)
             try:
                 load(port, duration=1.0, connections=connections)  # warm up
+                before = (cpu_s(process.pid), cpu_s(broker_pid), time.monotonic())
                 results[kind] = load(port, duration=duration, connections=connections)
+                wall = time.monotonic() - before[2]
+                results[kind]["server_cpu_share"] = round((cpu_s(process.pid) - before[0]) / wall, 2)
+                results[kind]["broker_cpu_share"] = round((cpu_s(broker_pid) - before[1]) / wall, 2)
                 if kind == "edge":
                     results["fixed"] = load(port, duration=duration, connections=connections, rate=rate)
                 results[f"{kind}_rss_mb"] = peak_rss_mb(process.pid)
@@ -146,6 +157,10 @@ def run(quick: bool) -> dict[str, Any]:
         "fixed_rate_per_s": fixed["per_s"],
         "fixed_rate_p99_ms": fixed["p99_ms"],
         "fixed_rate_p50_ms": fixed["p50_ms"],
+        "cpu_share": {  # CPU cores used during the throughput run (the machine has cpus cores in all)
+            "baseline_server": base["server_cpu_share"], "edge_server": edge["server_cpu_share"],
+            "broker_during_edge": edge["broker_cpu_share"],
+        },
         "statuses": {"baseline": base["statuses"], "edge": edge["statuses"], "fixed": fixed["statuses"]},
         "targets": {
             "ratio_min": {"target": TARGETS["ratio_min"], "met": ratio >= TARGETS["ratio_min"]},
@@ -179,6 +194,8 @@ def main() -> int:
     print(f"bare Starlette : {report['baseline_per_s']:>9.0f} req/s  p99 {report['baseline_p99_ms']} ms")
     print(f"callstream edge: {report['callstream_per_s']:>9.0f} req/s  p50 {report['p50_ms']} ms  "
           f"p99 {report['p99_ms']} ms  p999 {report['p999_ms']} ms")
+    print(f"CPU cores used : baseline server {report['cpu_share']['baseline_server']}, edge server "
+          f"{report['cpu_share']['edge_server']}, broker {report['cpu_share']['broker_during_edge']}")
     print(f"ratio          : {report['ratio']:.2f}  (target >= {TARGETS['ratio_min']})")
     print(f"peak RSS edge  : {report['rss_mb']} MB (baseline {report['baseline_rss_mb']} MB; target <= 150)")
     print(f"fixed 2000/s   : {report['fixed_rate_per_s']} req/s  p99 {report['fixed_rate_p99_ms']} ms (target <= 25)")

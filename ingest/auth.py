@@ -38,6 +38,10 @@ MAX_TOKEN_CHARS = 4096
 _TOKEN_PREFIX = "UsernameToken"
 _PAIR = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"]*)"\s*(?:,|$)')
 _FIELDS = ("Username", "PasswordDigest", "Nonce", "Created")
+# The exact shape the platform sends; anything else goes through the general parser.
+_CANONICAL = re.compile(
+    r'UsernameToken Username="([^"]+)", ?PasswordDigest="([^"]+)", ?Nonce="([^"]+)", ?Created="([^"]+)"'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,9 @@ def parse_token(value: str) -> UsernameToken:
     """
     if len(value) > MAX_TOKEN_CHARS:
         raise AuthError("UsernameToken header is too long", reason="malformed_header")
+    canonical = _CANONICAL.fullmatch(value)
+    if canonical is not None:
+        return UsernameToken(*canonical.groups())
     text = value.strip()
     if not text.startswith(_TOKEN_PREFIX):
         raise AuthError("UsernameToken header must start with 'UsernameToken'", reason="malformed_header")
@@ -154,7 +161,7 @@ class Authenticator:
     ) -> Identity:
         """Check the headers (empty string = absent); returns the identity or raises :class:`AuthError`."""
         if aksk and (authorization.startswith("AKSK") or not wsse):
-            candidates = ["aksk", "aksk-voice"] if service == "voice" else ["aksk"]
+            candidates = ["aksk-voice", "aksk"] if service == "voice" else ["aksk"]
             token_text = aksk
         elif wsse:
             candidates = ["wsse"]
@@ -163,7 +170,7 @@ class Authenticator:
             raise AuthError("missing X-AKSK (or X-WSSE) header", reason="missing_header")
         allowed = [s for s in candidates if s in self.schemes]
         if not allowed:
-            raise AuthError(f"auth scheme {candidates[0]} is disabled here", reason="scheme_disabled")
+            raise AuthError(f"auth scheme {candidates[-1]} is disabled here", reason="scheme_disabled")
         token = parse_token(token_text)
         secret = self.apps.get(token.username)
         if secret is None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 
-from schemas.avro_codec import encode
+from schemas.avro_codec import MARKER, encode, schema_fingerprint, schema_json
 
 KafkaHeaders = list[tuple[str, bytes]]
 
@@ -34,7 +34,8 @@ class Receipt:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 with microseconds and a numeric offset (``+00:00`` for the UTC receipt time)."""
+    return moment.isoformat(timespec="microseconds")
 
 
 @lru_cache(maxsize=4096)
@@ -62,8 +63,72 @@ def cloudevent_headers(receipt: Receipt, event_type: str, app_key: str, key: str
     return headers
 
 
+RAW_FIELDS = ("id", "received_at", "service", "path", "event_type", "app_key", "auth_scheme", "content_type",
+              "remote_addr", "body")
+_RAW_PREFIX = MARKER + schema_fingerprint("raw_envelope")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _varint(value: int) -> bytes:
+    """Avro ``long``: zig-zag, then base-128 little-endian groups."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_TEXT_CACHE: dict[str, bytes] = {}
+
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return _varint(len(data)) + data
+
+
+def _known_text(value: str) -> bytes:
+    """``_text`` for the few values that repeat (service, path, event type, app key, client address)."""
+    encoded = _TEXT_CACHE.get(value)
+    if encoded is None:
+        if len(_TEXT_CACHE) > 4096:
+            _TEXT_CACHE.clear()
+        encoded = _TEXT_CACHE[value] = _text(value)
+    return encoded
+
+
+def _matches_shipped_schema() -> bool:
+    fields = tuple(f["name"] for f in schema_json("raw_envelope")["fields"])
+    return fields == RAW_FIELDS
+
+
+_FAST_RAW = _matches_shipped_schema()
+
+
 def raw_record(receipt: Receipt, body: bytes, event_type: str, app_key: str, auth_scheme: str) -> bytes:
-    """The Avro ``raw_envelope`` record of an accepted push."""
+    """The Avro ``raw_envelope`` record of an accepted push (single-object encoding).
+
+    Written by hand on the hot path (about 4x cheaper than the generic writer); byte-identical to
+    ``schemas.avro_codec.encode`` (tested), and falls back to it if the shipped schema's fields change.
+    """
+    if _FAST_RAW:
+        moment = receipt.received_at - _EPOCH
+        micros = (moment.days * 86_400 + moment.seconds) * 1_000_000 + moment.microseconds
+        return b"".join((
+            _RAW_PREFIX,
+            _text(receipt.id),
+            _varint(micros),
+            _known_text(receipt.service),
+            _known_text(receipt.path),
+            _known_text(event_type),
+            _known_text(app_key),
+            _known_text(auth_scheme),
+            _known_text(receipt.content_type),
+            _known_text(receipt.remote_addr),
+            _varint(len(body)),
+            body,
+        ))
     return encode(
         "raw_envelope",
         {

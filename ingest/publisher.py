@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from callstream.errors import BrokerUnavailable
 from callstream.kafka import ensure_topics, producer_kwargs
 from callstream.settings import Settings
+from ingest.partitioner import CachedMurmur2Partitioner
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class Publisher:
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("cannot create topics on %s yet: %r", settings.kafka_bootstrap, exc)
             return False
-        producer = AIOKafkaProducer(**producer_kwargs(settings, client_id="callstream-edge"))
+        producer = AIOKafkaProducer(
+            **producer_kwargs(settings, client_id="callstream-edge"), partitioner=CachedMurmur2Partitioner()
+        )
         try:
             await asyncio.wait_for(producer.start(), budget)
         except (KafkaError, OSError, TimeoutError) as exc:
