@@ -1,0 +1,168 @@
+"""ClickHouse storage per call, measured on the real DDL (the capacity model's storage figures).
+
+    python bench/storage.py [--calls 20000] [--seed 7] [--data-dir DIR]
+
+Generates realistic platform pushes (callstream.sim_calls: events, merged CDRs, number status), turns
+them into raw envelopes exactly as the edge does (ingest.envelope.raw_record), runs them through the
+consumer's CPU path (consumers.pipeline.Pipeline.prepare: normalise, protect, enrich, dedupe keys) and
+inserts the rows into a fresh embedded store migrated with schemas/migrate.py. After OPTIMIZE FINAL
+(merged parts, as they settle on a server) it reads compressed/uncompressed bytes per table from
+system.parts and the largest columns from system.columns. Baseline: the raw JSON bodies as received.
+Writes bench/results/storage.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from aiokafka.structs import ConsumerRecord  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from callstream import store  # noqa: E402
+from callstream.settings import Settings  # noqa: E402
+from callstream.sim_calls import build_pushes, generate_calls  # noqa: E402
+from consumers.load import ClickHouseSink  # noqa: E402
+from consumers.metrics import ConsumerMetrics  # noqa: E402
+from consumers.pipeline import Pipeline  # noqa: E402
+from ingest.envelope import Receipt, raw_record  # noqa: E402
+from ingest.notification import classify  # noqa: E402
+from schemas.migrate import apply_migrations  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "storage.json"
+TABLES = ("cdrs", "call_events", "number_status")
+BATCH = 5000
+
+
+def raw_records(calls: int, seed: int) -> tuple[list[ConsumerRecord], int]:
+    """Envelopes of every push for ``calls`` simulated calls (no duplicates, no bad inputs)."""
+    plan = build_pushes(generate_calls(seed, calls), seed, bad_fraction=0.0, duplicate_fraction=0.0)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    records: list[ConsumerRecord] = []
+    body_bytes = 0
+    for offset, push in enumerate(plan.pushes):
+        if not push.expect_ok:
+            continue
+        event_type = classify(push.service, push.body).event_type
+        receipt = Receipt(uuid.uuid4().hex, start + timedelta(milliseconds=offset), push.service, push.path,
+                          "application/json", "10.0.0.1")
+        value = raw_record(receipt, push.body, event_type, push.app_key, "aksk")
+        body_bytes += len(push.body)
+        records.append(ConsumerRecord("bench.raw", 0, offset, 0, 0, None, value, None, 0, len(value), ()))
+    return records, body_bytes
+
+
+def load(settings: Settings, records: list[ConsumerRecord]) -> dict[str, int]:
+    client = store.connect(settings)
+    apply_migrations(settings, client)
+    sink = ClickHouseSink(client, settings.clickhouse_database)
+    pipeline = Pipeline(settings, sink, None, ConsumerMetrics(CollectorRegistry()))
+    loaded = dict.fromkeys(TABLES, 0)
+    for start in range(0, len(records), BATCH):
+        batch = pipeline.prepare(records[start:start + BATCH])
+        for table in TABLES:
+            loaded[table] += sink.insert(table, batch.tables[table])
+    with store.locked(client):
+        for table in TABLES:
+            client.command(f"OPTIMIZE TABLE {settings.clickhouse_database}.{table} FINAL")
+    return loaded
+
+
+def measure(settings: Settings) -> dict[str, Any]:
+    client = store.connect(settings)
+    db = settings.clickhouse_database
+    tables: dict[str, Any] = {}
+    for table, rows, compressed, uncompressed, on_disk in store.query_rows(
+        client,
+        "SELECT table, sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes), sum(bytes_on_disk) "
+        "FROM system.parts WHERE database = {db:String} AND active GROUP BY table",
+        {"db": db},
+    ):
+        if table not in TABLES:
+            continue
+        top = store.query_rows(
+            client,
+            "SELECT name, data_compressed_bytes FROM system.columns WHERE database = {db:String} "
+            "AND table = {t:String} ORDER BY data_compressed_bytes DESC LIMIT 6",
+            {"db": db, "t": table},
+        )
+        tables[table] = {
+            "rows": int(rows),
+            "compressed_bytes": int(compressed),
+            "uncompressed_bytes": int(uncompressed),
+            "bytes_on_disk": int(on_disk),
+            "bytes_per_row": round(int(on_disk) / max(1, int(rows)), 1),
+            "compression_ratio": round(int(uncompressed) / max(1, int(compressed)), 2),
+            "largest_columns_bytes": {str(name): int(size) for name, size in top},
+        }
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--data-dir", default=None, help="store directory (default: a temporary one)")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="callstream-storage-") as tmp:
+        data_dir = Path(args.data_dir or tmp)
+        settings = Settings(data_dir=data_dir, clickhouse_database="storage_bench", auth="off",
+                            number_pepper="storage-bench-pepper", republish=False)
+        began = time.perf_counter()
+        records, body_bytes = raw_records(args.calls, args.seed)
+        loaded = load(settings, records)
+        tables = measure(settings)
+        store.close_all()
+        elapsed = time.perf_counter() - began
+
+    calls = args.calls
+    per_call = {t: round(tables[t]["rows"] / calls, 3) for t in tables}
+    bytes_per_call = sum(tables[t]["bytes_on_disk"] for t in tables) / calls
+    result = {
+        "calls": calls,
+        "pushes": len(records),
+        "rows_loaded": loaded,
+        "rows_per_call": per_call,
+        "tables": tables,
+        "bytes_on_disk_per_call": round(bytes_per_call, 1),
+        "gb_per_million_calls": round(bytes_per_call * 1e6 / 1e9, 3),
+        "baseline_raw_json_bytes_per_call": round(body_bytes / calls, 1),
+        "baseline_raw_json_gb_per_million_calls": round(body_bytes / calls * 1e6 / 1e9, 3),
+        "setup": {
+            "seed": args.seed,
+            "engine": "chDB (embedded ClickHouse), default LZ4 codec, after OPTIMIZE FINAL",
+            "python": platform.python_version(),
+            "elapsed_s": round(elapsed, 1),
+            "notes": "one replica; multiply by the replica count for cluster storage. Rows keep the raw "
+                     "JSON column (numbers hashed by the default protection policy).",
+        },
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{calls} calls, {len(records)} pushes -> rows {loaded}")
+    for table, info in tables.items():
+        print(f"  {table:<14} {info['rows']:>8} rows  {info['bytes_per_row']:>7} B/row on disk  "
+              f"x{info['compression_ratio']} compression")
+    print(f"  {bytes_per_call:.0f} B per call on disk = {result['gb_per_million_calls']} GB per million calls "
+          f"(raw JSON as received: {result['baseline_raw_json_gb_per_million_calls']} GB)")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
