@@ -101,7 +101,7 @@ def test_topics_create_then_describe(
 
     infos = {info.name: info for info in asyncio.run(describe_topics(settings))}
     assert infos[settings.number_status_topic].configs.get("cleanup.policy") == "compact,delete"
-    assert infos[settings.raw_topic].configs.get("retention.ms") == str(7 * 24 * 3600 * 1000)
+    assert infos[settings.raw_topic].configs.get("retention.ms") == str(settings.raw_retention_hours * 3600 * 1000)
 
     # idempotent: a second run creates nothing and leaves the partitions alone
     assert cli_main(["topics", "--create"]) == 0
