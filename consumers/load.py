@@ -1,0 +1,136 @@
+"""The ClickHouse sink: which keys are already stored, columnar inserts with a deterministic
+``insert_deduplication_token``, and the ONE place that maps driver exceptions to callstream errors.
+
+All calls are blocking; the runner calls them through ``asyncio.to_thread``. Every client call runs
+inside ``store.locked(client)`` because the embedded engine is shared by the whole process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, Error, OperationalError
+
+from callstream import store
+from callstream.errors import StoreError, StoreRejected, StoreUnavailable
+from consumers.dedupe import insert_token
+
+log = logging.getLogger(__name__)
+
+TABLES = ("cdrs", "call_events", "number_status", "failed_events")
+
+# ClickHouse error codes that mean "try again later": the data is fine, the store is not.
+RETRIABLE_CODES = frozenset({
+    3, 32, 60, 81, 159, 164, 202, 203, 209, 210, 236, 241, 242, 252, 285, 286, 319, 394, 425, 439, 999,
+})
+# Errors raised while serialising rows in Python: the batch itself is bad.
+_DATA_ERRORS = (TypeError, ValueError, OverflowError, KeyError, AttributeError, UnicodeError)
+
+
+def classify_store_error(exc: BaseException) -> StoreError:
+    """Map any exception from a ClickHouse call to ``StoreUnavailable`` (retry) or ``StoreRejected``."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OperationalError):
+        return StoreUnavailable(f"ClickHouse is unreachable: {exc}")
+    if isinstance(exc, DatabaseError):
+        code = getattr(exc, "code", None)
+        if code is None or code in RETRIABLE_CODES:
+            return StoreUnavailable(f"ClickHouse failed (code {code}), will retry: {str(exc)[:300]}")
+        return StoreRejected(f"ClickHouse rejected the batch (code {code}): {str(exc)[:300]}")
+    if isinstance(exc, Error):
+        return StoreUnavailable(f"ClickHouse client error, will retry: {exc}")
+    if isinstance(exc, _DATA_ERRORS):
+        return StoreRejected(f"rows could not be encoded for ClickHouse: {type(exc).__name__}: {exc}")
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return StoreUnavailable(f"ClickHouse connection failed: {exc}")
+    return StoreUnavailable(f"unexpected ClickHouse failure, will retry: {type(exc).__name__}: {exc}")
+
+
+def _guard(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:
+        raise classify_store_error(exc) from exc
+
+
+class ClickHouseSink:
+    """Writes row dicts to ``<db>.<table>``; the table's own columns decide what is sent."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        self.client = client
+        self.database = database
+        self._columns: dict[str, list[str]] = {}
+
+    def columns(self, table: str) -> list[str]:
+        """Columns without a DEFAULT expression (those are filled by ClickHouse, e.g. loaded_at)."""
+        cols = self._columns.get(table)
+        if cols is None:
+            def describe() -> list[str]:
+                with store.locked(self.client):
+                    result = self.client.query(
+                        "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+                        "AND default_kind = '' ORDER BY position",
+                        parameters={"db": self.database, "t": table},
+                    )
+                return [str(r[0]) for r in result.result_rows]
+            cols = _guard(describe)
+            if not cols:
+                raise StoreUnavailable(
+                    f"table {self.database}.{table} does not exist: run `callstream migrate` (or start the "
+                    "consumer without --no-migrate)"
+                )
+            self._columns[table] = cols
+        return cols
+
+    def existing_keys(self, table: str, keys: Iterable[int], chunk: int = 20_000) -> set[int]:
+        """The subset of ``keys`` already stored in ``table``."""
+        wanted = sorted(set(keys))
+        found: set[int] = set()
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start:start + chunk]
+            sql = f"SELECT dedup_key FROM {self.database}.{table} WHERE dedup_key IN ({','.join(map(str, part))})"
+
+            def run(sql: str = sql) -> list[Any]:
+                with store.locked(self.client):
+                    return [r[0] for r in self.client.query(sql).result_rows]
+            found.update(_guard(run))
+        return found
+
+    def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:
+        """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse."""
+        if not rows:
+            return 0
+        present = rows[0].keys()
+        cols = [c for c in self.columns(table) if c in present]
+        data = [[row[c] for row in rows] for c in cols]
+        token = token or insert_token(table, rows)
+
+        def run() -> None:
+            with store.locked(self.client):
+                self.client.insert(
+                    f"{self.database}.{table}", data, column_names=cols, column_oriented=True,
+                    settings={"insert_deduplication_token": token},
+                )
+        try:
+            _guard(run)
+        except KeyError as exc:  # a row missing a column the others have
+            raise StoreRejected(f"row without column {exc} for {table}") from exc
+        return len(rows)
+
+    def insert_isolating(
+        self, table: str, rows: list[dict[str, Any]]
+    ) -> tuple[int, list[tuple[dict[str, Any], StoreRejected]]]:
+        """Insert; when ClickHouse rejects the batch, bisect to load the good rows and return the bad."""
+        try:
+            return self.insert(table, rows), []
+        except StoreRejected as exc:
+            if len(rows) == 1:
+                return 0, [(rows[0], exc)]
+        middle = len(rows) // 2
+        loaded_a, bad_a = self.insert_isolating(table, rows[:middle])
+        loaded_b, bad_b = self.insert_isolating(table, rows[middle:])
+        return loaded_a + loaded_b, bad_a + bad_b

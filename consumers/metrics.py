@@ -1,0 +1,61 @@
+"""The consumer's Prometheus metrics, on a registry passed in (tests and the stack build several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class ConsumerMetrics:
+    """Vector-style names: ``callstream_consumer_*``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.received = Counter(
+            "callstream_consumer_received_events_total", "Raw Kafka records received", registry=registry
+        )
+        self.loaded = Counter(
+            "callstream_consumer_loaded_events_total", "Rows written to ClickHouse", ["table"], registry=registry
+        )
+        self.sent = Counter(
+            "callstream_consumer_sent_events_total", "Records re-published downstream", ["topic"], registry=registry
+        )
+        self.discarded = Counter(
+            "callstream_consumer_discarded_events_total",
+            "Rows not loaded (duplicate) or records quarantined (failed)",
+            ["reason"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "callstream_consumer_errors_total", "Errors by pipeline stage", ["stage"], registry=registry
+        )
+        self.unknown_codes = Counter(
+            "callstream_consumer_unknown_codes_total", "Codes not found in the code tables", ["field"],
+            registry=registry,
+        )
+        self.invalid_values = Counter(
+            "callstream_consumer_invalid_values_total", "Field values stored as NULL because unparseable",
+            ["field"], registry=registry,
+        )
+        self.inconsistent_timestamps = Counter(
+            "callstream_consumer_inconsistent_timestamps_total",
+            "Derived durations clamped to 0 because end came before start",
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "callstream_consumer_batch_duration_seconds", "Poll-to-commit time of one batch",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.receipt_to_load = Histogram(
+            "callstream_consumer_receipt_to_load_seconds", "Edge receipt to ClickHouse insert, per push",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.lag = Gauge(
+            "callstream_consumer_lag_events", "Records behind the high watermark (assigned partitions)",
+            registry=registry,
+        )
+        self.store_paused = Gauge(
+            "callstream_consumer_paused", "1 while consumption is paused because ClickHouse is unavailable",
+            registry=registry,
+        )

@@ -1,0 +1,198 @@
+"""One batch through the consumer: decode -> normalise -> protect -> enrich -> dedupe -> republish -> load.
+
+``prepare`` is pure CPU work on the polled records; ``deliver`` talks to ClickHouse and Kafka and may
+raise ``StoreUnavailable`` / ``BrokerUnavailable`` (retriable: call it again with the same batch).
+Order inside ``deliver``: look up keys already stored, publish the new rows downstream (once per
+batch), insert them with deterministic tokens, then remember their keys. A crash after the insert
+and before the offset commit is harmless: the redelivered rows are found in the store and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from callstream.errors import BrokerUnavailable, NormaliseError
+from callstream.settings import Settings
+from consumers.decode import Notification, decode_envelope
+from consumers.dedupe import RecentKeys, assign_keys, failure_key, unique_in_batch
+from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.load import ClickHouseSink
+from consumers.metrics import ConsumerMetrics
+from consumers.normalise import Failure, Normalised, normalise
+from consumers.protect import protect_numbers
+from consumers.republish import republish
+from schemas.avro_codec import encode
+
+ROW_TABLES = ("cdrs", "call_events", "number_status")
+
+
+@dataclass
+class Batch:
+    """The rows of one poll, ready to deliver; ``published`` survives retries of ``deliver``."""
+
+    notifications: list[Notification]
+    tables: dict[str, list[dict[str, Any]]]
+    failures: list[Failure]
+    offsets: dict[Any, int]  # TopicPartition -> next offset to commit
+    received: int
+    published: bool = False
+    delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def failure_row(f: Failure) -> dict[str, Any]:
+    n = f.notification
+    return {
+        "dedup_key": failure_key(n.id, f.record_index, f.stage, f.reason),
+        "notification_id": n.id,
+        "record_index": f.record_index,
+        "received_at": n.received_at_us,
+        "stage": f.stage,
+        "reason": f.reason,
+        "detail": f.detail[:2000],
+        "service": n.service,
+        "path": n.path,
+        "app_key": n.app_key,
+        "event_type": n.event_type,
+        "source_topic": n.topic,
+        "source_partition": n.partition,
+        "source_offset": n.offset,
+        "body": n.body,
+    }
+
+
+def dead_letter(f: Failure) -> bytes:
+    n = f.notification
+    return encode("dead_letter", {
+        "id": n.id, "received_at": n.received_at_us, "stage": f.stage, "reason": f.reason,
+        "detail": f.detail[:2000], "service": n.service, "path": n.path, "app_key": n.app_key,
+        "http_status": 0, "source_topic": n.topic, "source_partition": n.partition, "source_offset": n.offset,
+        "headers": {"record_index": str(f.record_index)}, "body": n.body, "body_truncated": False,
+    })
+
+
+class Pipeline:
+    """Holds what outlives one batch: the sink, the producer, the recent-key LRU and the metrics."""
+
+    def __init__(
+        self, settings: Settings, sink: ClickHouseSink, producer: AIOKafkaProducer | None,
+        metrics: ConsumerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.producer = producer
+        self.metrics = metrics
+        self.recent = RecentKeys(settings.dedup_cache_keys)
+        self.legs = LegTracker()
+
+    # --- CPU part ---------------------------------------------------------------------------
+    def prepare(self, records: list[ConsumerRecord]) -> Batch:
+        notifications: list[Notification] = []
+        out = Normalised()
+        offsets: dict[Any, int] = {}
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
+            try:
+                notifications.append(decode_envelope(rec.value, rec.topic, rec.partition, rec.offset))
+            except NormaliseError as exc:
+                bad = Notification(f"{rec.topic}:{rec.partition}:{rec.offset}", int(time.time() * 1_000_000),
+                                   "", "", "", "", rec.value or b"", rec.topic, rec.partition, rec.offset)
+                out.failures.append(Failure(bad, -1, "decode", exc.reason, str(exc)))
+        normalise(notifications, out)
+        settings = self.settings
+        note = Enriched()
+        cdrs = [protect_numbers(r, settings) for r in out.cdrs]
+        events = [protect_numbers(r, settings) for r in out.events]
+        statuses = [protect_numbers(r, settings) for r in out.statuses]
+        for row in cdrs:
+            enrich_cdr(row, note)
+        legs = self.legs
+        for row in events:
+            enrich_event(row, note, legs)
+        for row in statuses:
+            enrich_status(row, note)
+        m = self.metrics
+        m.received.inc(len(records))
+        for name in out.invalid:
+            m.invalid_values.labels(name).inc()
+        for name in note.unknown_codes:
+            m.unknown_codes.labels(name).inc()
+        if note.inconsistent_timestamps:
+            m.inconsistent_timestamps.inc(note.inconsistent_timestamps)
+        tables = {"cdrs": cdrs, "call_events": events, "number_status": statuses}
+        for table, rows in tables.items():
+            assign_keys(table, rows)
+            rows, in_batch = unique_in_batch(rows)
+            rows, recent = self.recent.split(table, rows)
+            tables[table] = rows
+            if in_batch + recent:
+                m.discarded.labels("duplicate").inc(in_batch + recent)
+        return Batch(notifications, tables, out.failures, offsets, len(records))
+
+    # --- I/O part ---------------------------------------------------------------------------
+    async def deliver(self, batch: Batch) -> None:
+        """Publish and load the batch; raises retriable errors without losing anything."""
+        sink = self.sink
+        new: dict[str, list[dict[str, Any]]] = {}
+        for table in ROW_TABLES:
+            rows = batch.tables[table]
+            if rows:
+                stored = await asyncio.to_thread(sink.existing_keys, table, [r["dedup_key"] for r in rows])
+                if stored:
+                    rows = [r for r in rows if r["dedup_key"] not in stored]
+                    self.metrics.discarded.labels("duplicate").inc(len(batch.tables[table]) - len(rows))
+                    batch.tables[table] = rows
+            new[table] = rows
+        if not batch.published:
+            if self.producer is not None and self.settings.republish:
+                counts = await republish(self.producer, self.settings, new)
+                for topic, count in counts.items():
+                    self.metrics.sent.labels(topic).inc(count)
+            batch.published = True
+        failures = list(batch.failures)
+        for table in ROW_TABLES:
+            rows = new[table]
+            if not rows:
+                continue
+            loaded, bad = await asyncio.to_thread(sink.insert_isolating, table, rows)
+            for row, exc in bad:
+                n = next((x for x in batch.notifications if x.id == row["notification_id"]), None)
+                if n is not None:
+                    failures.append(Failure(n, row["record_index"], "load", exc.reason, str(exc)))
+            self.metrics.loaded.labels(table).inc(loaded)
+            self.recent.add(table, [r["dedup_key"] for r in rows])
+            batch.tables[table] = []
+        if failures:
+            await self._quarantine(failures)
+            batch.failures = []
+        now_us = time.time() * 1_000_000
+        observe = self.metrics.receipt_to_load.observe
+        for n in batch.notifications:
+            observe(max(0.0, (now_us - n.received_at_us) / 1_000_000))
+
+    async def _quarantine(self, failures: list[Failure]) -> None:
+        rows = [failure_row(f) for f in failures]
+        rows, _ = unique_in_batch(rows)
+        stored = await asyncio.to_thread(self.sink.existing_keys, "failed_events", [r["dedup_key"] for r in rows])
+        rows = [r for r in rows if r["dedup_key"] not in stored]
+        if self.producer is not None:
+            try:
+                futures = [await self.producer.send(self.settings.dead_topic, dead_letter(f),
+                                                    key=f.notification.id.encode())
+                           for f in failures if failure_key(f.notification.id, f.record_index, f.stage, f.reason)
+                           not in stored]
+                if futures:
+                    await asyncio.gather(*futures)
+            except Exception as exc:  # aiokafka KafkaError family / timeouts
+                raise BrokerUnavailable(f"dead-letter publish failed: {type(exc).__name__}: {exc}") from exc
+        if rows:
+            await asyncio.to_thread(self.sink.insert, "failed_events", rows)
+        for f in failures:
+            self.metrics.errors.labels(f.stage).inc()
+        self.metrics.discarded.labels("failed").inc(len(rows))

@@ -1,0 +1,190 @@
+"""The consumer process: poll the raw topic, run each batch through the pipeline, commit after load.
+
+Offsets are committed only when the batch's rows are in ClickHouse and its downstream records are
+acknowledged. While ClickHouse (or Kafka for the downstream topics) is unavailable, the assigned
+partitions are paused, the loop keeps polling (so the group session stays alive) and the same batch
+is retried with capped exponential backoff; nothing is committed until it succeeds.
+
+    callstream consume [--group G] [--metrics-port P] [--no-migrate]
+    await run_consumer(settings, stop, registry=..., ready=...)     # in-process (callstream up)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry, start_http_server
+
+from callstream import store
+from callstream.errors import CallstreamError, StoreError
+from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs
+from callstream.settings import Settings
+from consumers.load import ClickHouseSink
+from consumers.metrics import ConsumerMetrics
+from consumers.pipeline import Batch, Pipeline
+
+log = logging.getLogger(__name__)
+
+
+async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def deliver_with_retry(
+    pipeline: Pipeline, batch: Batch, consumer: AIOKafkaConsumer | None, stop: asyncio.Event,
+    max_backoff_s: float,
+) -> bool:
+    """Deliver ``batch``; on retriable errors pause, keep polling and back off. False if stopped first."""
+    backoff = 0.05
+    paused: set[TopicPartition] = set()
+    try:
+        while True:
+            try:
+                await pipeline.deliver(batch)
+                return True
+            except CallstreamError as exc:
+                if not exc.retriable:
+                    raise
+                pipeline.metrics.errors.labels("load" if isinstance(exc, StoreError) else "publish").inc()
+                pipeline.metrics.store_paused.set(1)
+                log.warning("delivery failed, retrying in %.2fs: %s", backoff, exc)
+                if consumer is not None:
+                    assigned = consumer.assignment()
+                    consumer.pause(*assigned)
+                    paused |= set(assigned)
+                    deadline = time.monotonic() + backoff
+                    while time.monotonic() < deadline and not stop.is_set():
+                        # paused partitions return nothing; polling keeps the member alive
+                        await consumer.getmany(timeout_ms=int(min(200, backoff * 1000)))
+                else:
+                    await _wait_or_stop(stop, backoff)
+                if stop.is_set():
+                    return False
+                backoff = min(backoff * 2, max_backoff_s)
+    finally:
+        pipeline.metrics.store_paused.set(0)
+        if consumer is not None and paused:
+            with contextlib.suppress(IllegalStateError):
+                consumer.resume(*(tp for tp in paused if tp in consumer.assignment()))
+
+
+async def commit(consumer: AIOKafkaConsumer, batch: Batch) -> bool:
+    """Commit the batch's offsets; False when the group rebalanced (the new owner redelivers)."""
+    offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in batch.offsets.items()}
+    try:
+        await consumer.commit(offsets)
+        return True
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.warning("offset commit refused after a rebalance; the batch will be redelivered: %s", exc)
+        return False
+
+
+def _update_lag(consumer: AIOKafkaConsumer, batch: Batch, lags: dict[Any, int], metrics: ConsumerMetrics) -> None:
+    for (topic, partition), next_offset in batch.offsets.items():
+        high = consumer.highwater(TopicPartition(topic, partition))
+        if high is not None:
+            lags[(topic, partition)] = max(0, high - next_offset)
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    for key in list(lags):
+        if key not in assigned:
+            del lags[key]
+    metrics.lag.set(sum(lags.values()))
+
+
+async def run_consumer(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    ready: asyncio.Event | None = None,
+    migrate: bool = True,
+    sink: ClickHouseSink | None = None,
+) -> None:
+    """Consume ``settings.raw_topic`` until ``stop`` is set. ``sink`` replaces the ClickHouse sink
+    (tests wrap it to inject failures at this seam)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ConsumerMetrics(registry)
+    http_server = None
+    if settings.consumer_metrics_port > 0:
+        http_server, _ = start_http_server(settings.consumer_metrics_port, registry=registry)
+    client = await asyncio.to_thread(store.connect, settings)
+    if migrate:
+        from schemas.migrate import apply_migrations
+
+        await asyncio.to_thread(apply_migrations, settings, client)
+    sink = sink or ClickHouseSink(client, settings.clickhouse_database)
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(**producer_kwargs(settings, client_id="callstream-consumer"))
+    consumer = AIOKafkaConsumer(settings.raw_topic, **consumer_kwargs(settings, client_id="callstream-consumer"))
+    await producer.start()
+    try:
+        await consumer.start()
+        try:
+            await _loop(settings, stop, consumer, Pipeline(settings, sink, producer, metrics), ready)
+        finally:
+            await consumer.stop()
+    finally:
+        await producer.stop()
+        if http_server is not None:
+            http_server.shutdown()
+
+
+async def _loop(
+    settings: Settings, stop: asyncio.Event, consumer: AIOKafkaConsumer, pipeline: Pipeline,
+    ready: asyncio.Event | None,
+) -> None:
+    lags: dict[Any, int] = {}
+    metrics = pipeline.metrics
+    while not stop.is_set():
+        polled = await consumer.getmany(timeout_ms=settings.flush_interval_ms, max_records=settings.batch_max_events)
+        if ready is not None and not ready.is_set() and consumer.assignment():
+            ready.set()
+        records = [rec for recs in polled.values() for rec in recs]
+        if not records:
+            continue
+        started = time.perf_counter()
+        batch = pipeline.prepare(records)
+        if not await deliver_with_retry(pipeline, batch, consumer, stop, settings.load_retry_max_backoff_s):
+            return  # stopped while the store was down: nothing committed, the batch is redelivered
+        if not await commit(consumer, batch):
+            continue
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        _update_lag(consumer, batch, lags, metrics)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    """``callstream consume``."""
+    updates: dict[str, Any] = {}
+    if getattr(args, "group", None):
+        updates["consumer_group"] = args.group
+    if getattr(args, "metrics_port", None) is not None:
+        updates["consumer_metrics_port"] = args.metrics_port
+    if updates:
+        settings = settings.model_copy(update=updates)
+    settings.require_kafka()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_consumer(settings, stop, migrate=not getattr(args, "no_migrate", False))
+
+    try:
+        asyncio.run(run())
+    except KafkaError as exc:
+        log.error("Kafka failed: %s", exc)
+        return 1
+    finally:
+        store.close_all()
+    return 0
