@@ -129,14 +129,19 @@ def test_declustered_schema_applies_and_views_read_through_the_outer_tables(sett
     # columns of the outer table equal the local table's (AS db.t_local)
     for table in ("cdrs", "call_events", "number_status", "failed_events"):
         cols = [
-            store.query_rows(client, f"SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{t}'"
-                             " ORDER BY position")
+            store.query_rows(client, "SELECT name, type, default_kind, default_expression FROM system.columns "
+                             f"WHERE database = '{db}' AND table = '{t}' ORDER BY position")
             for t in (table, f"{table}_local")
         ]
         assert cols[0] == cols[1] and cols[0]
     views = store.query_rows(client, f"SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'View'")
+    if any(m.name == "views" for m in migrate.discover()):
+        assert {"call_facts", "kpi_hourly"} <= {v for (v,) in views}
     for (view,) in views:
         store.query_rows(client, f"SELECT * FROM {db}.{view} LIMIT 1")
+    # plain views read the Distributed tables (every shard answers), never one node's *_local table
+    view_sql = " ".join(s for s in clustered if s.startswith("CREATE VIEW"))
+    assert "_local" not in view_sql
 
 
 def test_migrate_cli_dry_run_prints_cluster_ddl(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
