@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reconcile", "callstream.reconcile:main", "Compare accepted, loaded and quarantined per hour and app.")
     p.add_argument("--hours", type=int, default=24, help="look back this many hours (default 24)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--grace-s", type=float, default=10.0, help="ignore pushes newer than this (in flight; default 10)")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve the reconcile gauges here and repeat")
+    p.add_argument("--every-s", type=float, default=60.0, help="with --metrics-port: seconds between runs")
 
     # --- replay --------------------------------------------------------------------------------
     p = command("replay", "callstream.replay:main", "Re-drive dead letters or raw-topic ranges through the pipeline.")
