@@ -132,7 +132,9 @@ async def _read_range(
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         firsts = await consumer.beginning_offsets(tps)
-        by_time = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps}) if since else {}
+        by_time: dict[TopicPartition, Any] = {}
+        if since is not None:
+            by_time = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
         wanted: dict[TopicPartition, tuple[int, int, int | None]] = {}
         for tp in tps:
             begin = firsts[tp]
@@ -141,9 +143,9 @@ async def _read_range(
             elif since is not None:
                 found = by_time.get(tp)
                 begin = found.offset if found is not None else ends[tp]
-            end = ends[tp] if stop is None or tp.partition not in stop else min(ends[tp], stop[tp.partition] + 1)
+            last = stop[tp.partition] + 1 if stop is not None and tp.partition in stop else None
+            end = ends[tp] if last is None else min(ends[tp], last)
             if begin < end:
-                last = stop[tp.partition] + 1 if stop is not None and tp.partition in stop else None
                 wanted[tp] = (begin, end, last)
         if not wanted:
             return []
@@ -167,7 +169,10 @@ async def _read_range(
         await consumer.stop()
 
 
-async def collect_dead(settings: Settings, serializer: Serializer, filters: Filters) -> tuple[list[Item], Counter[str]]:
+Collected = tuple[list[Item], Counter[str]]
+
+
+async def collect_dead(settings: Settings, serializer: Serializer, filters: Filters) -> Collected:
     skipped: Counter[str] = Counter()
     items = []
     for message in await _read_range(settings, settings.dead_topic, None, None, None, None):
@@ -195,7 +200,7 @@ async def collect_dead(settings: Settings, serializer: Serializer, filters: Filt
     return items, skipped
 
 
-def collect_failed(settings: Settings, serializer: Serializer, filters: Filters) -> tuple[list[Item], Counter[str]]:
+def collect_failed(settings: Settings, serializer: Serializer, filters: Filters) -> Collected:
     from callstream.store import connect, query_rows
 
     database = settings.clickhouse_database
@@ -217,7 +222,8 @@ def collect_failed(settings: Settings, serializer: Serializer, filters: Filters)
         "GROUP BY notification_id ORDER BY any(received_at)"
     )
     items, skipped = [], Counter[str]()
-    for nid, received_at, reason, service, path, app_key, body, stage in query_rows(connect(settings), sql, params):
+    rows = query_rows(connect(settings), sql, params)
+    for nid, received_at, reason, service, path, app_key, body, stage in rows:
         raw = body if isinstance(body, bytes) else str(body).encode("utf-8", "surrogateescape")
         try:
             envelope = envelope_from(serializer, id=nid, received_at=received_at, service=service, path=path,
@@ -231,7 +237,7 @@ def collect_failed(settings: Settings, serializer: Serializer, filters: Filters)
 
 
 async def collect_raw(settings: Settings, serializer: Serializer, args: argparse.Namespace,
-                      filters: Filters) -> tuple[list[Item], Counter[str]]:
+                      filters: Filters) -> Collected:
     partitions = [args.partition] if args.partition is not None else None
     if (args.from_offset is not None or args.to_offset is not None) and args.partition is None:
         raise ConfigError("--from-offset/--to-offset need --partition (offsets are per partition)")
@@ -281,6 +287,12 @@ async def publish(settings: Settings, serializer: Serializer, items: list[Item],
 async def replay(args: argparse.Namespace, settings: Settings, out: Any = None) -> Counter[str]:
     """Collect, print and (unless ``--dry-run``) publish; returns the count by reason."""
     out = out if out is not None else sys.stdout
+    if args.source == "raw" and args.reason is not None:
+        raise ConfigError("--reason filters dead letters and failed_events rows; raw records have no reason")
+    if args.source != "raw" and any(
+        value is not None for value in (args.partition, args.from_offset, args.to_offset)
+    ):
+        raise ConfigError("--partition/--from-offset/--to-offset select a raw-topic range: use `replay raw`")
     filters = Filters(parse_time(args.since), parse_time(args.until), args.app, args.reason, args.id)
     serializer = Serializer(settings)
     try:

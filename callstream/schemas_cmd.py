@@ -36,6 +36,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         print(f"callstream schemas: {exc}; known: {', '.join(schema_names())}", file=sys.stderr)
         return 2
     if settings.schema_registry_url:
-        print(f"# registry mode: Confluent wire format, subjects <topic>-value at {settings.schema_registry_url}")
+        url = settings.schema_registry_url
+        print(f"# registry mode: Confluent wire format, subjects <topic>-value at {url}")
     print("\n\n".join(blocks))
     return 0

@@ -50,7 +50,10 @@ def _fingerprint_of(schema: dict[str, Any]) -> bytes:
 
 def history_paths(name: str) -> list[Path]:
     """``schemas/avro/history/<name>.v*.avsc``, oldest first."""
-    return sorted(HISTORY_DIR.glob(f"{name}.v*.avsc"), key=lambda p: int(p.name.split(".v")[-1].split(".")[0]))
+    def version(path: Path) -> int:
+        return int(path.name.split(".v")[-1].split(".")[0])
+
+    return sorted(HISTORY_DIR.glob(f"{name}.v*.avsc"), key=version)
 
 
 @lru_cache(maxsize=None)
@@ -87,7 +90,9 @@ def framing(payload: bytes) -> str:
         return "single-object"
     if payload[:1] == CONFLUENT_MAGIC and len(payload) >= 5:
         return "confluent"
-    raise UnknownSchema("not a callstream Avro record: expected C3 01 (single-object) or 00 (Confluent wire format)")
+    raise UnknownSchema(
+        "not a callstream Avro record: expected C3 01 (single-object) or 00 (Confluent wire format)"
+    )
 
 
 def _decode_single_object(payload: bytes) -> tuple[str, dict[str, Any]]:
@@ -95,7 +100,8 @@ def _decode_single_object(payload: bytes) -> tuple[str, dict[str, Any]]:
     found = _known_writers().get(fp)
     if found is None:
         raise UnknownSchema(
-            f"unknown writer schema fingerprint {fp.hex()}: update schemas/avro (callstream schemas lists them)"
+            f"unknown writer schema fingerprint {fp.hex()}: "
+            "update schemas/avro (`callstream schemas` lists the known ones)"
         )
     name, text = found
     return name, _read(payload[10:], _parse(json.loads(text)), name)
@@ -110,7 +116,8 @@ def decode(payload: bytes, *, registry: Any = None) -> tuple[str, dict[str, Any]
         return _decode_single_object(payload)
     if registry is None:
         raise UnknownSchema(
-            "record uses the Confluent wire format: set CALLSTREAM_SCHEMA_REGISTRY_URL (or pass registry=) to read it"
+            "record uses the Confluent wire format: "
+            "set CALLSTREAM_SCHEMA_REGISTRY_URL (or pass registry=) to read it"
         )
     (schema_id,) = struct.unpack(">I", payload[1:5])
     writer = registry.schema(schema_id)

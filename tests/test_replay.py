@@ -237,3 +237,20 @@ def _lag(settings: Settings) -> int:
             await consumer.stop()
 
     return asyncio.run(measure())
+
+
+def test_flags_that_do_not_apply_are_refused(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from callstream.cli import main as cli
+
+    env = {"CALLSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        assert cli(["replay", "raw", "--reason", "bad_time"]) == 2
+        assert "raw records have no reason" in capsys.readouterr().err
+        assert cli(["replay", "dead", "--partition", "0"]) == 2
+        assert "use `replay raw`" in capsys.readouterr().err
+        assert cli(["replay", "raw", "--from-offset", "3"]) == 2
+        assert "need --partition" in capsys.readouterr().err
+        assert cli(["replay", "dead", "--since", "yesterday"]) == 2
+        assert "ISO 8601" in capsys.readouterr().err

@@ -199,3 +199,21 @@ def test_switching_framing_on_a_live_topic(
     assert got == [("raw_envelope", envelope(i)) for i in range(4)]
     before.close()
     after.close()
+
+
+def test_schemas_command_prints_fingerprints(capsys: pytest.CaptureFixture[str]) -> None:
+    from callstream.cli import main as cli
+    from schemas.avro_codec import fingerprint_int, schema_names
+
+    assert cli(["schemas", "raw_envelope"]) == 0
+    out = capsys.readouterr().out
+    fp = schema_fingerprint("raw_envelope")
+    assert f"hex (little-endian bytes after C3 01): {fp.hex()}" in out
+    assert f"signed 64-bit int: {fingerprint_int('raw_envelope')}" in out
+    assert fingerprint_int("raw_envelope") == struct.unpack("<q", fp)[0]
+    assert json.loads(out[out.index("{"):]) == schema_json("raw_envelope")
+
+    assert cli(["schemas"]) == 0
+    assert capsys.readouterr().out.count("# fingerprint CRC-64-AVRO") == len(schema_names())
+    assert cli(["schemas", "no_such"]) == 2
+    assert "known: " in capsys.readouterr().err
