@@ -33,7 +33,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
 from schemas.avro_codec import encode
 from schemas.migrate import apply_migrations
-from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY
+from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY, sample_bytes
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "analytics.md"
 APP_A, APP_B = TEST_APP_KEY, TEST_PRIVACY_APP_KEY
@@ -366,3 +366,29 @@ def test_doc_examples_run(loaded: tuple[Any, str], settings: Settings) -> None:
         sql = query.replace("callstream.", f"{db}.")
         out = run_sql(settings, sql, "TabSeparatedWithNames").decode()
         assert len(out.splitlines()) >= 2, f"no rows from the example:\n{query}"
+
+
+def test_call_timeline_orders_events_and_cdr(settings: Settings) -> None:
+    client = store.connect(settings)
+    apply_migrations(settings, client)
+    received = datetime(2024, 3, 12, 9, 17, tzinfo=UTC)
+    records = []
+    for offset, name in enumerate(["voice_callback_status_answer.json", "voice_callback_cdr_single.json",
+                                   "voice_callback_status_callout.json", "voice_callback_status_disconnect.json",
+                                   "voice_callback_status_alerting.json"]):
+        body = sample_bytes(name)
+        value = encode("raw_envelope", {
+            "id": uuid.uuid4().hex, "received_at": int(received.timestamp() * 1_000_000), "service": "voice",
+            "path": "/notify/voice", "event_type": orjson.loads(body)["eventType"], "app_key": TEST_APP_KEY,
+            "auth_scheme": "aksk", "content_type": "application/json", "remote_addr": "127.0.0.1", "body": body,
+        })
+        records.append(ConsumerRecord("raw", 0, offset, 0, 0, None, value, None, 0, len(value), []))
+    load(settings, client, records)
+    session = orjson.loads(sample_bytes("voice_callback_cdr_single.json"))["feeLst"][0]["sessionId"]
+    timeline = rows(client, f"SELECT source, kind, detail FROM {settings.clickhouse_database}.call_timeline "
+                            f"WHERE session_id = '{session}' ORDER BY time, seq")
+    assert [(r["source"], r["kind"]) for r in timeline] == [
+        ("event", "callout"), ("event", "alerting"), ("event", "answer"), ("event", "disconnect"),
+        ("cdr", "answered"),
+    ]
+    assert timeline[-1]["detail"] == "talk 65 s"

@@ -175,3 +175,39 @@ SELECT
 FROM {db}.call_facts
 WHERE is_answered = 0
 GROUP BY day, app_key, service, failure_category, failure_reason;
+
+-- One row per call event plus one row per CDR of the session, to read a call in time order:
+-- SELECT * FROM {db}.call_timeline WHERE session_id = '...' ORDER BY time, seq
+-- (both branches are filtered by session_id, which has a bloom-filter index in both tables).
+CREATE VIEW IF NOT EXISTS {db}.call_timeline{on_cluster} AS
+SELECT
+    session_id,
+    app_key,
+    service,
+    event_time AS time,
+    event_seq AS seq,
+    'event' AS source,
+    toString(event_type) AS kind,
+    leg,
+    caller,
+    called,
+    state_code AS code,
+    state_code_desc AS detail,
+    toString(failure_category) AS failure_category
+FROM {db}.call_events FINAL
+UNION ALL
+SELECT
+    session_id,
+    app_key,
+    service,
+    ifNull(call_end_time, ifNull(fail_time, call_time)) AS time,
+    toUInt8(6) AS seq,
+    'cdr' AS source,
+    if(answered = 1, 'answered', 'not answered') AS kind,
+    toUInt8(0) AS leg,
+    caller_num AS caller,
+    callee_num AS called,
+    ul_fail_reason AS code,
+    if(answered = 1, concat('talk ', toString(talk_seconds), ' s'), failure_reason) AS detail,
+    toString(failure_category) AS failure_category
+FROM {db}.cdrs FINAL;
