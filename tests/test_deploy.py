@@ -69,7 +69,7 @@ def _env_dict(env: Any) -> dict[str, str]:
 
 def _interpolate(value: str) -> str:
     """Compose ``${VAR:?msg}`` / ``${VAR:-default}`` with stand-in values (what an operator's .env gives)."""
-    return re.sub(r"\$\{(\w+)(?::[?-][^}]*)?\}", lambda m: f"x{m.group(1).lower()}", value)
+    return re.sub(r"\$\{(\w+)(?::[?-][^}]*)?\}", lambda m: f"{m.group(1).lower()}-from-dot-env", value)
 
 
 def _routes() -> dict[str, set[str]]:
@@ -153,6 +153,14 @@ def test_compose_settings_build_a_production_settings_object(monkeypatch: pytest
     assert all(host.split(":")[0] in brokers for host in settings.kafka_bootstrap.split(","))
     # the apps file is where compose mounts the secret
     assert str(settings.apps_file) == "/run/secrets/" + edge["secrets"][0]
+    _consumer_can_start(settings)
+
+
+def _consumer_can_start(settings: Settings) -> None:
+    """The consumer's number-protection policy builds (hashing needs a pepper of 16+ characters)."""
+    from consumers.numbers import policy_from_settings
+
+    policy_from_settings(settings)
 
 
 def test_k8s_settings_build_a_production_settings_object(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,6 +174,7 @@ def test_k8s_settings_build_a_production_settings_object(monkeypatch: pytest.Mon
     mounts = {m["mountPath"] for m in edge["containers"][0]["volumeMounts"]}
     assert str(settings.apps_file.parent) in mounts
     assert str(settings.kafka_ssl_cafile.parent) in mounts  # type: ignore[union-attr]
+    _consumer_can_start(settings)
 
 
 def test_kafka_cluster_is_three_kraft_nodes_with_durable_defaults() -> None:
