@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from callstream.errors import NormaliseError
-from schemas.avro_codec import UnknownSchema, decode
+from schemas.serde import UnknownSchema, decode  # also reads records written with history versions
 
 
 @dataclass(slots=True)

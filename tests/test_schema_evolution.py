@@ -73,3 +73,21 @@ def test_an_incompatible_change_is_caught() -> None:
         _roundtrip(old, broken, count=1)
     compatible = dict(old, fields=[*old["fields"], {"name": "tenant", "type": "string", "default": ""}])
     assert _roundtrip(old, compatible, count=1)[0]["tenant"] == ""
+
+
+@pytest.mark.parametrize(("name", "history"), PAIRS, ids=[p.name for _, p in PAIRS])
+def test_serde_decodes_records_framed_with_a_history_fingerprint(name: str, history: Path) -> None:
+    """A record still on the topic from before an upgrade names its old fingerprint and still decodes."""
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    from schemas.avro_codec import MARKER
+    from schemas.serde import decode
+
+    old = _parse(json.loads(history.read_text(encoding="utf-8")))
+    record = generate_many(old, 1).__next__()
+    buffer = io.BytesIO()
+    buffer.write(MARKER + bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO")))
+    fastavro.schemaless_writer(buffer, old, record)
+    decoded_name, decoded = decode(buffer.getvalue())
+    assert decoded_name == name
+    assert set(decoded) == {f["name"] for f in schema_json(name)["fields"]}
