@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError, Error, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error, OperationalError
 
 from callstream import store
 from callstream.errors import StoreError, StoreRejected, StoreUnavailable
@@ -36,6 +36,8 @@ def classify_store_error(exc: BaseException) -> StoreError:
         return exc
     if isinstance(exc, OperationalError):
         return StoreUnavailable(f"ClickHouse is unreachable: {exc}")
+    if isinstance(exc, DataError):  # the client could not serialise a value: the rows are bad
+        return StoreRejected(f"rows could not be encoded for ClickHouse: {exc}")
     if isinstance(exc, DatabaseError):
         code = getattr(exc, "code", None)
         if code is None or code in RETRIABLE_CODES:

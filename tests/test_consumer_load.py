@@ -1,0 +1,57 @@
+"""The ClickHouse sink on real chDB: error classification, key lookup, poison isolation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.exceptions import OperationalError
+
+from callstream import store
+from callstream.errors import StoreRejected, StoreUnavailable
+from callstream.settings import Settings
+from consumers.load import ClickHouseSink, classify_store_error
+from schemas.migrate import apply_migrations
+
+
+def _row(key: int, **over: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"dedup_key": key, "notification_id": "n", "record_index": 0, "service": "privacy",
+                           "received_at": 1_710_209_704_000_000, "app_key": "a", "number": "+86170",
+                           "status": 5, "cause": None, "status_desc": "Normal", "cause_desc": "",
+                           "available": 1, "receipt_day": __import__("datetime").date(2024, 3, 12),
+                           "extra": "{}", "raw": "{}"}
+    row.update(over)
+    return row
+
+
+def test_classification_of_real_errors(settings: Settings) -> None:
+    client = store.connect(settings)
+    with pytest.raises(Exception) as missing:
+        with store.locked(client):
+            client.query(f"SELECT 1 FROM {settings.clickhouse_database}.nope")
+    assert isinstance(classify_store_error(missing.value), StoreUnavailable)  # schema missing: retry, do not drop
+    with pytest.raises(Exception) as syntax:
+        with store.locked(client):
+            client.query("SELEC 1")
+    assert isinstance(classify_store_error(syntax.value), StoreRejected)
+    assert isinstance(classify_store_error(OperationalError("connection refused")), StoreUnavailable)
+    assert isinstance(classify_store_error(TypeError("bad value")), StoreRejected)
+    assert StoreUnavailable.retriable and not StoreRejected.retriable
+
+
+def test_lookup_token_and_poison_isolation(settings: Settings) -> None:
+    apply_migrations(settings)
+    sink = ClickHouseSink(store.connect(settings), settings.clickhouse_database)
+    rows = [_row(1), _row(2), _row(3, status="not a number"), _row(2**64 - 1)]
+    loaded, bad = sink.insert_isolating("number_status", rows)
+    assert loaded == 3 and [r["dedup_key"] for r, _ in bad] == [3]
+    assert isinstance(bad[0][1], StoreRejected)
+    assert sink.existing_keys("number_status", [1, 2, 3, 4, 2**64 - 1]) == {1, 2, 2**64 - 1}
+    assert sink.insert("number_status", [_row(1), _row(2)]) == 2  # same rows, same token: no-op
+    assert store.query_rows(sink.client, f"SELECT count() FROM {settings.clickhouse_database}.number_status")[0][0] == 3
+
+
+def test_missing_table_says_what_to_do(settings: Settings) -> None:
+    sink = ClickHouseSink(store.connect(settings), settings.clickhouse_database)
+    with pytest.raises(StoreUnavailable, match="callstream migrate"):
+        sink.insert("cdrs", [{"dedup_key": 1}])
