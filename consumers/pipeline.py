@@ -1,4 +1,4 @@
-"""One batch through the consumer: decode -> normalise -> protect -> enrich -> dedupe -> republish -> load.
+"""One batch through the consumer: decode -> normalise -> enrich -> dedupe -> protect -> republish -> load.
 
 ``prepare`` is pure CPU work on the polled records; ``deliver`` talks to ClickHouse and Kafka and may
 raise ``StoreUnavailable`` / ``BrokerUnavailable`` (retriable: call it again with the same batch).
@@ -107,9 +107,7 @@ class Pipeline:
         normalise(notifications, out)
         settings = self.settings
         note = Enriched()
-        cdrs = [protect_numbers(r, settings) for r in out.cdrs]
-        events = [protect_numbers(r, settings) for r in out.events]
-        statuses = [protect_numbers(r, settings) for r in out.statuses]
+        cdrs, events, statuses = out.cdrs, out.events, out.statuses
         for row in cdrs:
             enrich_cdr(row, note)
         legs = self.legs
@@ -127,10 +125,10 @@ class Pipeline:
             m.inconsistent_timestamps.inc(note.inconsistent_timestamps)
         tables = {"cdrs": cdrs, "call_events": events, "number_status": statuses}
         for table, rows in tables.items():
-            assign_keys(table, rows)
+            assign_keys(table, rows)  # keys and legs use the numbers as received ...
             rows, in_batch = unique_in_batch(rows)
             rows, recent = self.recent.split(table, rows)
-            tables[table] = rows
+            tables[table] = [protect_numbers(r, settings) for r in rows]  # ... stored/published protected
             if in_batch + recent:
                 m.discarded.labels("duplicate").inc(in_batch + recent)
         return Batch(notifications, tables, out.failures, offsets, len(records))
