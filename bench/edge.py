@@ -118,28 +118,40 @@ def load(port: int, *, duration: float, connections: int, rate: float = 0.0) -> 
 
 
 def run(quick: bool) -> dict[str, Any]:
-    duration = 4.0 if quick else 15.0
+    duration = 4.0 if quick else 10.0
+    rounds = 1 if quick else 3
     connections = 128
     rate = 2000.0
     run_id = f"{int(time.time())}"
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     with EmbeddedBroker() as broker:
         env = _env(broker.bootstrap, run_id)
-        broker_pid = broker._process.pid  # noqa: SLF001 - the bench reads the broker's CPU time
+        broker_pid = broker._process.pid  # type: ignore[union-attr]  # noqa: SLF001 - CPU time of the broker
+        ports = {kind: free_port() for kind in ("baseline", "edge")}
+        servers: dict[str, subprocess.Popen[bytes]] = {}
         results: dict[str, Any] = {}
-        for kind in ("baseline", "edge"):
-            port = free_port()
-            process = start_server(kind, port, env)
-            try:
+        try:
+            for kind, port in ports.items():
+                servers[kind] = start_server(kind, port, env)
                 load(port, duration=1.0, connections=connections)  # warm up
-                before = (cpu_s(process.pid), cpu_s(broker_pid), time.monotonic())
-                results[kind] = load(port, duration=duration, connections=connections)
-                wall = time.monotonic() - before[2]
-                results[kind]["server_cpu_share"] = round((cpu_s(process.pid) - before[0]) / wall, 2)
-                results[kind]["broker_cpu_share"] = round((cpu_s(broker_pid) - before[1]) / wall, 2)
-                if kind == "edge":
-                    results["fixed"] = load(port, duration=duration, connections=connections, rate=rate)
-                results[f"{kind}_rss_mb"] = peak_rss_mb(process.pid)
-            finally:
+            # Rounds alternate between the two servers (other work on the machine hits both alike);
+            # each server keeps its best round.
+            for _ in range(rounds):
+                for kind, port in ports.items():
+                    pid = servers[kind].pid
+                    before = (cpu_s(pid), cpu_s(broker_pid), time.monotonic())
+                    result = load(port, duration=duration, connections=connections)
+                    wall = time.monotonic() - before[2]
+                    result["server_cpu_share"] = round((cpu_s(pid) - before[0]) / wall, 2)
+                    result["broker_cpu_share"] = round((cpu_s(broker_pid) - before[1]) / wall, 2)
+                    result["per_server_cpu_s"] = round(result["requests"] / max(cpu_s(pid) - before[0], 1e-9), 1)
+                    if kind not in results or result["per_s"] > results[kind]["per_s"]:
+                        results[kind] = result
+            results["fixed"] = load(ports["edge"], duration=duration, connections=connections, rate=rate)
+            for kind in ports:
+                results[f"{kind}_rss_mb"] = peak_rss_mb(servers[kind].pid)
+        finally:
+            for process in servers.values():
                 stop_server(process)
     base, edge, fixed = results["baseline"], results["edge"], results["fixed"]
     ratio = round(edge["per_s"] / base["per_s"], 3) if base["per_s"] else 0.0
@@ -157,6 +169,10 @@ def run(quick: bool) -> dict[str, Any]:
         "fixed_rate_per_s": fixed["per_s"],
         "fixed_rate_p99_ms": fixed["p99_ms"],
         "fixed_rate_p50_ms": fixed["p50_ms"],
+        "per_server_cpu_s": {  # requests per CPU-second of the server process: robust to noisy neighbours
+            "baseline": base["per_server_cpu_s"], "edge": edge["per_server_cpu_s"],
+            "ratio": round(edge["per_server_cpu_s"] / base["per_server_cpu_s"], 3),
+        },
         "cpu_share": {  # CPU cores used during the throughput run (the machine has cpus cores in all)
             "baseline_server": base["server_cpu_share"], "edge_server": edge["server_cpu_share"],
             "broker_during_edge": edge["broker_cpu_share"],
@@ -171,8 +187,9 @@ def run(quick: bool) -> dict[str, Any]:
             "rss_mb_max": {"target": TARGETS["rss_mb_max"], "met": results["edge_rss_mb"] <= TARGETS["rss_mb_max"]},
         },
         "setup": {
-            "quick": quick, "duration_s": duration, "connections": connections, "fixed_rate": rate,
+            "quick": quick, "duration_s": duration, "rounds": rounds, "connections": connections, "fixed_rate": rate,
             "cpus": os.cpu_count(), "python": platform.python_version(),
+            "loadavg_before": load_before, "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
             "notes": "one uvicorn worker each; generator in its own process; keep-alive connections; "
                      "edge: auth on (aksk / aksk-voice), acks=all, lz4, linger 2 ms, embedded Tansu broker",
         },
@@ -196,9 +213,13 @@ def main() -> int:
           f"p99 {report['p99_ms']} ms  p999 {report['p999_ms']} ms")
     print(f"CPU cores used : baseline server {report['cpu_share']['baseline_server']}, edge server "
           f"{report['cpu_share']['edge_server']}, broker {report['cpu_share']['broker_during_edge']}")
+    print(f"per server CPU-s: baseline {report['per_server_cpu_s']['baseline']}, edge "
+          f"{report['per_server_cpu_s']['edge']} (ratio {report['per_server_cpu_s']['ratio']})")
     print(f"ratio          : {report['ratio']:.2f}  (target >= {TARGETS['ratio_min']})")
     print(f"peak RSS edge  : {report['rss_mb']} MB (baseline {report['baseline_rss_mb']} MB; target <= 150)")
     print(f"fixed 2000/s   : {report['fixed_rate_per_s']} req/s  p99 {report['fixed_rate_p99_ms']} ms (target <= 25)")
+    print(f"machine load   : {' '.join(report['setup']['loadavg_before'])} before, "
+          f"{' '.join(report['setup']['loadavg_after'])} after ({report['setup']['cpus']} cpus)")
     for name, target in report["targets"].items():
         print(f"  {name}: {'met' if target['met'] else 'MISSED'}")
     print(f"wrote {RESULTS.relative_to(ROOT)}")

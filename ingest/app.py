@@ -7,6 +7,7 @@ acknowledge within ``ack_timeout_s`` the answer is 503 with ``Retry-After``, so 
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -242,6 +243,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
                 "use this for local development only"
             )
         await publisher.start()
+        gc.freeze()  # modules, settings, producer: long-lived; keep them out of every later GC pass
         try:
             yield
         finally:
