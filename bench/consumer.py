@@ -1,0 +1,264 @@
+"""Consumer benchmark with its same-run baseline.
+
+    python bench/consumer.py [--quick]
+
+Starts an EmbeddedBroker and produces N realistic raw envelopes (per 10 calls: 40 status/event pushes
+and one merged CDR push of 10 FeeInfo; every 100 calls one numStatus push of 5 entries). Then:
+  (a) baseline: a plain aiokafka consumer reads the same messages, decodes the Avro envelope and
+      orjson-parses the body (the least any consumer must do to see the rows);
+  (b) callstream: `run_consumer` (normalise, dedupe, enrich, load into chDB in a temp dir, republish
+      to the downstream topics, commit) drains the same backlog, in its own process so its peak RSS
+      (VmHWM) is its own; then a fixed-rate phase measures receipt-to-row latency from the stored
+      received_at vs loaded_at.
+Rates count rows (CDRs + call events + number-status entries) per second. Writes
+bench/results/consumer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+
+from callstream.broker import EmbeddedBroker  # noqa: E402
+from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs  # noqa: E402
+from callstream.settings import Settings  # noqa: E402
+from schemas.avro_codec import decode, encode  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "consumer.json"
+APP = "a1B2c3D4e5F6g7H8i9J0k1L2m3N4"
+BASE_S = 1_710_200_000
+
+
+def _ts(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
+def _envelope(body: dict[str, Any], service: str, nid: str | None = None) -> bytes:
+    return encode("raw_envelope", {
+        "id": nid or uuid.uuid4().hex, "received_at": int(time.time() * 1_000_000), "service": service,
+        "path": f"/notify/{service}", "event_type": body["eventType"], "app_key": APP, "auth_scheme": "aksk",
+        "content_type": "application/json;charset=UTF-8", "remote_addr": "10.0.0.1", "body": orjson.dumps(body),
+    })
+
+
+def generate(calls: int, seed: int = 7, prefix: str = "") -> tuple[list[tuple[bytes, bytes]], int]:
+    """(key, envelope) pairs for ``calls`` calls and the number of rows they carry."""
+    rng = random.Random(seed)
+    out: list[tuple[bytes, bytes]] = []
+    rows = 0
+    fees: list[dict[str, Any]] = []
+    for i in range(calls):
+        start = BASE_S + i
+        session = f"{prefix}1201_{i}_4294967295_20240312@callenabler245.huaweicaas.com"
+        callee = f"+86138{rng.randrange(10**8):08d}"
+        answered = rng.random() < 0.7
+        for offset, event in enumerate(("callout", "alerting", "answer", "disconnect")):
+            if event == "answer" and not answered:
+                continue
+            info: dict[str, Any] = {"sessionId": session, "timestamp": _ts(start + offset * 3),
+                                    "caller": "+8675528000001", "called": callee, "userData": f"order-{i}"}
+            if event == "disconnect":
+                info.update(stateCode=0 if answered else rng.choice([8101, 8102, 8100]), stateDesc="x")
+            out.append((session.encode(), _envelope({"eventType": event, "statusInfo": info}, "voice")))
+            rows += 1
+        fee: dict[str, Any] = {
+            "direction": 0, "spId": "CaaS_Test_01", "appKey": APP, "icid": f"{prefix}icid.{i}",
+            "bindNum": "+8675528000001", "sessionId": session, "callerNum": "+8675528000001",
+            "calleeNum": callee, "callOutStartTime": _ts(start), "callOutAlertingTime": _ts(start + 3),
+            "callEndTime": _ts(start + 60), "fwdUnaswRsn": 0, "recordFlag": 0, "ttsPlayTimes": 1,
+            "ttsTransDuration": 1, "serviceType": "001", "hostName": "callenabler245.huaweicaas.com",
+            "userData": f"order-{i}",
+        }
+        if answered:
+            fee.update(callOutAnswerTime=_ts(start + 6), callOutUnaswRsn=0, ulFailReason=0, sipStatusCode=0)
+        else:
+            fee.update(callOutUnaswRsn=rng.choice([17, 19, 0]), ulFailReason=rng.choice([518, 514, 404]),
+                       sipStatusCode=rng.choice([486, 480, 404]), failTime=_ts(start + 60))
+        fees.append(fee)
+        if len(fees) == 10:
+            out.append((fees[0]["sessionId"].encode(), _envelope({"eventType": "fee", "feeLst": fees}, "voice")))
+            rows += len(fees)
+            fees = []
+        if i % 100 == 99:
+            info_list = [{"number": f"+8617{prefix and 9 or 0}{i:07d}{k}", "status": rng.choice(["5", "10"]),
+                          "cause": "2"} for k in range(5)]
+            out.append((info_list[0]["number"].encode(),
+                        _envelope({"eventType": "numStatus", "numInfo": info_list}, "privacy")))
+            rows += 5
+    if fees:
+        out.append((fees[0]["sessionId"].encode(), _envelope({"eventType": "fee", "feeLst": fees}, "voice")))
+        rows += len(fees)
+    return out, rows
+
+
+async def produce(settings: Settings, messages: list[tuple[bytes, bytes]], rate: float = 0.0) -> None:
+    producer = AIOKafkaProducer(**producer_kwargs(settings, client_id="bench"))
+    await producer.start()
+    try:
+        started = time.monotonic()
+        pending = []
+        for n, (key, value) in enumerate(messages):
+            if rate:
+                delay = started + n / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                # stamp receipt at send time so latency is measured from "arrival"
+                name, record = decode(value)
+                record["received_at"] = int(time.time() * 1_000_000)
+                value = encode(name, record)
+            pending.append(await producer.send(settings.raw_topic, value, key=key))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def baseline(settings: Settings, messages: int) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(**{**consumer_kwargs(settings), "group_id": None})
+    await consumer.start()
+    try:
+        meta = await consumer._client.fetch_all_metadata()
+        consumer.assign([TopicPartition(settings.raw_topic, p)
+                         for p in meta.partitions_for_topic(settings.raw_topic) or ()])
+        seen = rows = 0
+        started = time.perf_counter()
+        while seen < messages:
+            polled = await consumer.getmany(timeout_ms=500, max_records=settings.batch_max_events)
+            for recs in polled.values():
+                for rec in recs:
+                    _, env = decode(rec.value)
+                    body = orjson.loads(env["body"])
+                    rows += len(body.get("feeLst") or body.get("numInfo") or [1])
+                    seen += 1
+        elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+    return {"messages": seen, "rows": rows, "seconds": round(elapsed, 3), "per_s": round(rows / elapsed)}
+
+
+# --- the callstream side, in its own process ------------------------------------------------------
+async def child(settings: Settings, expected_rows: int, latency_calls: int, latency_rate: float) -> dict[str, Any]:
+    from prometheus_client import CollectorRegistry
+
+    from callstream import store
+    from consumers.runner import run_consumer
+
+    def loaded() -> float:
+        return sum(registry.get_sample_value("callstream_consumer_loaded_events_total", {"table": t}) or 0
+                   for t in ("cdrs", "call_events", "number_status"))
+
+    registry, stop, ready = CollectorRegistry(), asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_consumer(settings, stop, registry=registry, ready=ready))
+    await asyncio.wait_for(ready.wait(), 60)
+    started = time.perf_counter()
+    while loaded() < expected_rows:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    drained = loaded()
+
+    lat_messages, lat_rows = generate(latency_calls, seed=11, prefix="lat")
+    await produce(settings, lat_messages, rate=latency_rate)
+    deadline = time.monotonic() + 60
+    while loaded() < drained + lat_rows and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    db = settings.clickhouse_database
+    client = store.connect(settings)
+    union = " UNION ALL ".join(
+        f"SELECT received_at, loaded_at FROM {db}.{t} WHERE startsWith(session_id, 'lat')"
+        for t in ("cdrs", "call_events"))
+    q = store.query_rows(client, "SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', received_at, loaded_at)), "
+                                 f"count() FROM ({union})")[0]
+    rss = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            rss = int(line.split()[1]) / 1024
+    return {
+        "rows": int(drained), "seconds": round(elapsed, 3), "per_s": round(drained / elapsed),
+        "latency_rows": int(q[1]), "latency_rate_msgs_per_s": latency_rate,
+        "p50_ms": float(q[0][0]), "p99_ms": float(q[0][1]), "rss_mb": round(rss, 1),
+        "cdrs": store.query_rows(client, f"SELECT count() FROM {db}.cdrs")[0][0],
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    calls = 4_000 if quick else 40_000
+    messages, rows = generate(calls)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        tag = uuid.uuid4().hex[:8]
+        settings = Settings(kafka_bootstrap=broker.bootstrap, clickhouse_url=f"chdb://{tmp}/clickhouse",
+                            clickhouse_database="bench", raw_topic=f"bench{tag}.raw",
+                            dead_topic=f"bench{tag}.dead", cdrs_topic=f"bench{tag}.cdrs",
+                            call_events_topic=f"bench{tag}.call_events",
+                            number_status_topic=f"bench{tag}.number_status",
+                            consumer_group=f"bench{tag}", consumer_metrics_port=0, topic_partitions=3,
+                            number_pepper="bench-pepper-0123456789abcdef")
+        asyncio.run(ensure_topics(settings))
+        asyncio.run(produce(settings, messages))
+        base = asyncio.run(baseline(settings, len(messages)))
+        cmd = [sys.executable, __file__, "--child", settings.model_dump_json(), str(rows),
+               str(200 if quick else 1000), "500"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise SystemExit(f"callstream run failed:\n{proc.stderr[-3000:]}")
+        ours = json.loads(proc.stdout.strip().splitlines()[-1])
+    ratio = ours["per_s"] / base["per_s"]
+    return {
+        "benchmark": "consumer", "quick": quick, "python": platform.python_version(), "cpus": _cpus(),
+        "messages": len(messages), "rows": rows,
+        "baseline_per_s": base["per_s"], "callstream_per_s": ours["per_s"], "ratio": round(ratio, 3),
+        "p50_ms": ours["p50_ms"], "p99_ms": ours["p99_ms"], "rss_mb": ours["rss_mb"],
+        "latency_phase": {"rate_msgs_per_s": ours["latency_rate_msgs_per_s"], "rows": ours["latency_rows"]},
+        "targets": {"ratio_ge_0_5": ratio >= 0.5, "per_s_ge_50000": ours["per_s"] >= 50_000,
+                    "rss_le_300_mb": ours["rss_mb"] <= 300},
+        "baseline": base, "callstream": ours,
+    }
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run (CI smoke)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        settings = Settings.model_validate_json(args.child[0])
+        result = asyncio.run(child(settings, int(args.child[1]), int(args.child[2]), float(args.child[3])))
+        print(json.dumps(result))
+        return 0
+    report = run(args.quick)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"baseline   {report['baseline_per_s']:>9,} rows/s (consume + envelope decode + orjson)")
+    print(f"callstream {report['callstream_per_s']:>9,} rows/s  ratio {report['ratio']:.2f}")
+    print(f"receipt->row p50 {report['p50_ms']:.0f} ms  p99 {report['p99_ms']:.0f} ms   peak RSS {report['rss_mb']} MB")
+    print(f"targets: {report['targets']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
