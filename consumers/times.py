@@ -40,6 +40,8 @@ def _fast(text: str) -> int | None:
 
 
 def _from_epoch(number: float) -> int:
+    if number != number or number in (float("inf"), float("-inf")):  # "1e400", "nan" as text
+        raise ValueError(f"not a time: {number!r}")
     ms = int(number) if abs(number) >= _EPOCH_MS_THRESHOLD else int(round(number * 1000))
     if not MIN_MS <= ms <= MAX_MS:
         raise ValueError(f"epoch {number!r} is outside 1900..2299")
