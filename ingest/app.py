@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from ingest.envelope import (
     cloudevent_headers,
     dead_letter_headers,
     dead_letter_record,
+    new_id,
     raw_record,
     redact_headers,
 )
@@ -120,7 +120,7 @@ class NotifyEndpoint:
                 wsse = value.decode("latin-1")
         client = scope.get("client")
         receipt = Receipt(
-            uuid.uuid4().hex, received_at, self.service, self.path, content_type, client[0] if client else ""
+            new_id(), received_at, self.service, self.path, content_type, client[0] if client else ""
         )
         try:
             body = await read_body(receive, self.max_body_bytes)

@@ -21,9 +21,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from callstream.errors import AuthError
 from ingest.nonces import NonceCache
@@ -44,16 +43,14 @@ _CANONICAL = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class UsernameToken:
+class UsernameToken(NamedTuple):
     username: str
     digest: str
     nonce: str
     created: str
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(NamedTuple):
     """Who sent an accepted push: ``app_key`` and the ``scheme`` that verified it, plus the nonce to record."""
 
     app_key: str
@@ -105,9 +102,9 @@ def parse_created(created: str) -> float:
 def digest(scheme: str, secret: str, nonce: str, created: str, url: str = "") -> str:
     """The PasswordDigest the platform computes for ``scheme``."""
     if scheme == "aksk":
-        raw = hmac.new(secret.encode(), (nonce + created).encode(), hashlib.sha256).digest()
+        raw = hmac.digest(secret.encode(), (nonce + created).encode(), "sha256")
     elif scheme == "aksk-voice":
-        raw = hmac.new(secret.encode(), f"{url}\n{nonce}\n{created}".encode(), hashlib.sha256).digest()
+        raw = hmac.digest(secret.encode(), f"{url}\n{nonce}\n{created}".encode(), "sha256")
     elif scheme == "wsse":
         raw = hashlib.sha256((nonce + created + secret).encode()).digest()
     else:

@@ -4,11 +4,12 @@ dead-letter record for refused pushes. Both carry the exact bytes received.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from schemas.avro_codec import MARKER, encode, schema_fingerprint, schema_json
 
@@ -21,8 +22,7 @@ _SECRET_HEADERS = frozenset({"x-aksk", "x-wsse"})
 _DROPPED_HEADERS = frozenset({"cookie", "proxy-authorization"})
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
+class Receipt(NamedTuple):
     """Facts about one request that every record repeats."""
 
     id: str
@@ -31,6 +31,15 @@ class Receipt:
     path: str
     content_type: str
     remote_addr: str
+
+
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex`` at a third of the cost."""
+    return f"{(int.from_bytes(os.urandom(16)) & _V4_CLEAR) | _V4_SET:032x}"
 
 
 def rfc3339(moment: datetime) -> str:

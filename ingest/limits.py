@@ -4,13 +4,12 @@ requests in flight (beyond it the edge answers 503 at once instead of queueing i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from starlette.types import Receive
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
+class Body(NamedTuple):
     """The bytes read; ``too_large`` means the sender had more than ``limit`` bytes (body holds ``limit``)."""
 
     data: bytes

@@ -8,8 +8,7 @@ is not a notification raises :class:`BadNotification` with one reason word:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,8 +23,7 @@ SERVICE_EVENTS: dict[str, frozenset[str]] = {
 ALL_EVENTS = frozenset().union(*SERVICE_EVENTS.values())
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
+class Classified(NamedTuple):
     """What the edge needs from a body: its ``event_type`` and the Kafka ``key`` (None when absent)."""
 
     event_type: str
