@@ -3,8 +3,8 @@
 For a time window it compares three things:
 
 - accepted: the raw topic, scanned with a throwaway consumer (no group: assign + ``offsets_for_times``);
-  each envelope is decoded and split with the consumers' own ``normalise``/``protect``/dedup-key
-  functions, so *expected* is the number of distinct business records, not of pushes;
+  each envelope goes through the consumer's own CPU stages (``Pipeline.prepare``: normalise, enrich,
+  dedup keys), so *expected* is the number of distinct business records, not of pushes;
 - loaded: those dedup keys present in ``cdrs`` / ``call_events`` / ``number_status``;
 - quarantined: records of those pushes in ``failed_events`` (and the dead-letter topic's count).
 
@@ -31,16 +31,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from callstream.credentials import read_stack_file
 from callstream.errors import NormaliseError
 from callstream.kafka import consumer_kwargs
 from callstream.settings import Settings
-from consumers.decode import Notification, decode_envelope
-from consumers.dedupe import assign_keys
-from consumers.normalise import Normalised, normalise
-from consumers.protect import protect_numbers
+from consumers.decode import decode_envelope
+from consumers.dedupe import RecentKeys
 from schemas.avro_codec import decode
 
 log = logging.getLogger(__name__)
@@ -161,21 +160,28 @@ def _hour(received_at_us: int) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def expected_records(settings: Settings, notifications: Iterable[Notification]) -> _Expected:
-    """Split the pushes exactly as the consumer does and collect their dedup keys per hour/app/table."""
+def expected_records(settings: Settings, values: Iterable[bytes | None]) -> _Expected:
+    """Run each raw record through the consumer's own CPU stages (``Pipeline.prepare``: decode,
+    normalise, enrich, dedup keys, protection) and collect its dedup keys per hour/app/table."""
+    from consumers.metrics import ConsumerMetrics
+    from consumers.pipeline import Pipeline
+
+    pipeline = Pipeline(settings, None, None, ConsumerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
     exp = _Expected()
-    for n in notifications:
+    for value in values:
+        try:
+            n = decode_envelope(value)
+        except NormaliseError:
+            continue  # not an envelope: the consumer quarantines it under its own id
+        pipeline.recent = RecentKeys(0)
+        batch = pipeline.prepare([ConsumerRecord(settings.raw_topic, 0, 0, 0, 0, None, value, None, 0, 0, ())])
         group = (_hour(n.received_at_us), n.app_key, table_of(n.event_type))
         exp.notifications[group].add(n.id)
-        out = normalise([n], Normalised())
-        tables = {"cdrs": out.cdrs, "call_events": out.events, "number_status": out.statuses}
-        for table, rows in tables.items():
-            rows = [protect_numbers(r, settings) for r in rows]
-            assign_keys(table, rows)
+        for table, rows in batch.tables.items():
             for row in rows:
                 exp.keys[group[:2] + (table,)].add(row["dedup_key"])
                 exp.carriers[row["dedup_key"]].append((n.id, int(row["record_index"])))
-        for failure in out.failures:
+        for failure in batch.failures:
             exp.failures[group].add((n.id, failure.record_index))
     return exp
 
@@ -233,15 +239,15 @@ def duplicate_counts(settings: Settings, since: datetime, until: datetime) -> di
 
 
 # --- the reconciliation ------------------------------------------------------------------------
-def _decode_all(records: list[tuple[int, int, int, bytes | None]], since_us: int, until_us: int) -> list[Notification]:
+def _in_window(records: list[tuple[int, int, int, bytes | None]], since_us: int, until_us: int) -> list[bytes | None]:
     out = []
     for _, _, _, value in records:
         try:
             n = decode_envelope(value)
         except NormaliseError:
-            continue  # not an envelope: the consumer quarantines it under its own id
+            continue
         if since_us <= n.received_at_us < until_us:
-            out.append(n)
+            out.append(value)
     return out
 
 
@@ -270,8 +276,8 @@ async def reconcile(settings: Settings, since: datetime, until: datetime, grace_
     dead = await scan_topic(settings, settings.dead_topic, since, until)
     report.raw_records = len(raw)
     report.dead_letters, report.dead_letters_edge = _dead_counts(dead)
-    notifications = _decode_all(raw, int(since.timestamp() * 1e6), int(until.timestamp() * 1e6))
-    exp = await asyncio.to_thread(expected_records, settings, notifications)
+    values = _in_window(raw, int(since.timestamp() * 1e6), int(until.timestamp() * 1e6))
+    exp = await asyncio.to_thread(expected_records, settings, values)
 
     all_keys: dict[str, set[int]] = defaultdict(set)
     for (_, _, table), keys in exp.keys.items():

@@ -110,11 +110,12 @@ class DriveResult:
 async def drive_recorded(
     client: httpx.AsyncClient, base: str, pushes: list[Push], *, retry_scale: float = 0.0002,
     concurrency: int = 32, seed: int = 0, rate: float | None = None, stop_after_s: float = 120.0,
+    outcomes: list[Outcome] | None = None,
 ) -> DriveResult:
     """Send ``pushes`` like the platform (events of a call in order, re-push non-200 on the platform's
     schedule compressed by ``retry_scale``) and record every answer of every push."""
     rng = random.Random(seed)
-    outcomes = [Outcome(p) for p in pushes]
+    outcomes = outcomes if outcomes is not None else [Outcome(p) for p in pushes]
     gate = asyncio.Semaphore(concurrency)
     started = time.monotonic()
 
@@ -156,6 +157,47 @@ async def drive_recorded(
     await asyncio.gather(*(call_sequence(i, items) for i, items in sorted(by_call.items())),
                          *(loose(i, o) for i, o in enumerate(others)))
     return DriveResult(outcomes, time.monotonic() - started)
+
+
+def make_plan(seed: int, calls: int, **kw: Any) -> Any:
+    """A simulated set of distinct calls for the test apps (see ``callstream.sim_calls``)."""
+    from callstream.sim_calls import build_pushes, generate_calls
+
+    return build_pushes(generate_calls(seed, calls, voice_app=TEST_APP_KEY, privacy_app=TEST_PRIVACY_APP_KEY),
+                        seed, **kw)
+
+
+@contextlib.asynccontextmanager
+async def consumer_running(settings: Settings, start_timeout_s: float = 30.0) -> AsyncIterator[asyncio.Task[None]]:
+    """``run_consumer`` as a task of this process; stopped (flush + commit) on exit."""
+    from prometheus_client import CollectorRegistry
+
+    from consumers.runner import run_consumer
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_consumer(settings, stop, registry=CollectorRegistry(), ready=ready))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=start_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()
+    try:
+        yield task
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 40)
+        except TimeoutError:
+            task.cancel()
+
+
+def figures_line(case: str, figures: dict[str, Any]) -> str:
+    """One greppable line per chaos case: ``CHAOS <case> {json}``."""
+    import json
+
+    line = f"CHAOS {case} {json.dumps(figures, sort_keys=True)}"
+    print("\n" + line, flush=True)
+    return line
 
 
 # --- Kafka ----------------------------------------------------------------------------------

@@ -25,23 +25,22 @@ from callstream import store
 from callstream.kafka import consumer_kwargs
 from callstream.reconcile import TABLES, expected_records, scan_topic
 from callstream.settings import Settings
-from consumers.decode import Notification
+from ingest.envelope import Receipt, raw_record
 from ingest.notification import classify
 from schemas.avro_codec import decode
 from tests.chaos.harness import DriveResult, Outcome
 
 
 def expected_keys(settings: Settings, outcomes: list[Outcome]) -> dict[str, set[int]]:
-    """Dedup keys per table of the records carried by these pushes."""
-    now_us = int(time.time() * 1_000_000)
-    notifications = []
+    """Dedup keys per table of the records carried by these pushes (as the edge would envelope them)."""
+    now = datetime.now(UTC)
+    values = []
     for o in outcomes:
         push = o.push
-        notifications.append(Notification(
-            id=uuid.uuid4().hex, received_at_us=now_us, service=push.service, path=push.path,
-            event_type=classify(push.service, push.body).event_type, app_key=push.app_key, body=push.body,
-        ))
-    exp = expected_records(settings, notifications)
+        receipt = Receipt(uuid.uuid4().hex, now, push.service, push.path, "application/json", "127.0.0.1")
+        values.append(raw_record(receipt, push.body, classify(push.service, push.body).event_type, push.app_key,
+                                 "aksk"))
+    exp = expected_records(settings, values)
     out: dict[str, set[int]] = {t: set() for t in TABLES}
     for (_, _, table), keys in exp.keys.items():
         out[table] |= keys
