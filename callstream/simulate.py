@@ -176,7 +176,10 @@ def verify_once(settings: Settings, plan: SimPlan) -> VerifyResult:
     from callstream.sql import run_sql
 
     db = settings.clickhouse_database
-    sessions = _sql_list([c.session_id for c in plan.calls])
+    from consumers.numbers import policy_from_settings, protect_session_id
+
+    policy = policy_from_settings(settings)  # session ids may embed numbers, stored protected
+    sessions = _sql_list([protect_session_id(c.session_id, policy) for c in plan.calls])
     numbers = _sql_list(plan.numbers)
     expected = plan.expected()
     checks = {

@@ -288,4 +288,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             creds_note = "auth is OFF (CALLSTREAM_AUTH=off): pushes are not verified"
         else:
             creds_note = f"{len(settings.app_secrets())} app(s) from CALLSTREAM_APPS / CALLSTREAM_APPS_FILE"
+        if not settings.number_pepper and settings.number_pepper_file is None:
+            from consumers.numbers import PEPPER_FILE, ensure_pepper_file  # generated once, kept with the data
+
+            settings = settings.model_copy(update={"number_pepper_file": ensure_pepper_file(data_dir / PEPPER_FILE)})
         return asyncio.run(run_stack(settings, dev_key=dev_key, creds_note=creds_note))

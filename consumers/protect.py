@@ -1,6 +1,6 @@
 """One place where phone numbers pass before they are stored or re-published.
 
-Today it returns the record unchanged; a data-protection feature (masking, tokenising) fills it in.
+Numbers are kept, masked or keyed-hashed per column, the ``raw`` JSON likewise, recording URLs dropped.
 Every number-bearing row goes through ``protect_numbers`` before load and republish.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from callstream.settings import Settings
+from consumers.numbers import policy_from_settings, protect_record
 
 NUMBER_COLUMNS = (
     "caller_num", "callee_num", "fwd_display_num", "fwd_dst_num", "bind_num",
@@ -16,6 +17,7 @@ NUMBER_COLUMNS = (
 )
 
 
-def protect_numbers(record: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Return ``record`` with its number columns protected (currently: unchanged)."""
-    return record
+def protect_numbers(record: dict[str, Any], settings: Settings, kind: str = "") -> dict[str, Any]:
+    """A copy of ``record`` (a row of table ``kind``) with numbers, raw JSON and recording URLs protected
+    per ``settings.number_protection`` (rules in ``consumers/numbers.py``)."""
+    return protect_record(kind, record, policy_from_settings(settings))

@@ -24,6 +24,7 @@ TEST_APP_KEY = "a1B2c3D4e5F6g7H8i9J0k1L2m3N4"
 TEST_APP_SECRET = "test-secret-voice-0001"
 TEST_PRIVACY_APP_KEY = "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6"
 TEST_PRIVACY_APP_SECRET = "test-secret-privacy-0002"
+TEST_NUMBER_PEPPER = "test-number-pepper-0003-abcdef"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -91,6 +92,7 @@ def make_settings(
             "number_status_retention_days": 0,
             "failed_retention_days": 0,
             "metrics_public": True,
+            "number_pepper": TEST_NUMBER_PEPPER,
         }
         values.update(overrides)
         return Settings(**values)

@@ -20,6 +20,7 @@ from consumers.numbers import (
     mask,
     policy_from_settings,
     protect_record,
+    protect_session_id,
 )
 from tests.conftest import sample_bytes
 
@@ -187,3 +188,10 @@ def test_protection_is_idempotent() -> None:
     masked_policy = Policy.parse("caller_num=mask,embedded=mask")
     once = protect_record("cdrs", _cdr_row("privacy_axb_cdr_single.json"), masked_policy)
     assert protect_record("cdrs", once, masked_policy) == once
+
+
+def test_session_id_lookup_form_matches_the_stored_row() -> None:
+    policy = default_policy()
+    row = protect_record("cdrs", _cdr_row("privacy_axb_cdr_single.json"), policy)
+    fee = orjson.loads(sample_bytes("privacy_axb_cdr_single.json"))["feeLst"][0]
+    assert protect_session_id(fee["sessionId"], policy) == row["session_id"] != fee["sessionId"]
