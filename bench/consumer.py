@@ -163,6 +163,16 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
         return sum(registry.get_sample_value("callstream_consumer_loaded_events_total", {"table": t}) or 0
                    for t in ("cdrs", "call_events", "number_status"))
 
+    from schemas.migrate import apply_migrations
+
+    def vm(field: str) -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    apply_migrations(settings, store.connect(settings))
+    engine_floor_mb = vm("VmRSS:")  # the embedded chDB engine alone, before any consuming
     registry, stop, ready = CollectorRegistry(), asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_consumer(settings, stop, registry=registry, ready=ready))
     await asyncio.wait_for(ready.wait(), 60)
@@ -188,14 +198,12 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
         for t in ("cdrs", "call_events"))
     q = store.query_rows(client, "SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', received_at, loaded_at)), "
                                  f"count() FROM ({union})")[0]
-    rss = 0.0
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            rss = int(line.split()[1]) / 1024
+    rss = vm("VmHWM:")
     return {
         "rows": int(drained), "seconds": round(elapsed, 3), "per_s": round(drained / elapsed),
         "latency_rows": int(q[1]), "latency_rate_msgs_per_s": latency_rate,
         "p50_ms": float(q[0][0]), "p99_ms": float(q[0][1]), "rss_mb": round(rss, 1),
+        "engine_floor_rss_mb": round(engine_floor_mb, 1), "rss_above_engine_mb": round(rss - engine_floor_mb, 1),
         "cdrs": store.query_rows(client, f"SELECT count() FROM {db}.cdrs")[0][0],
     }
 
@@ -215,23 +223,33 @@ def run(quick: bool) -> dict[str, Any]:
         asyncio.run(ensure_topics(settings))
         asyncio.run(produce(settings, messages))
         base = asyncio.run(baseline(settings, len(messages)))
-        cmd = [sys.executable, __file__, "--child", settings.model_dump_json(), str(rows),
-               str(200 if quick else 1000), "500"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            raise SystemExit(f"callstream run failed:\n{proc.stderr[-3000:]}")
-        ours = json.loads(proc.stdout.strip().splitlines()[-1])
+        ours = _child(settings, rows, quick)
+        # the same drain without the downstream topics, to show what re-publishing costs
+        no_pub = _child(settings.model_copy(update={
+            "republish": False, "clickhouse_database": "bench_nopub", "consumer_group": f"bench{tag}.nopub"}),
+            rows, quick)
     ratio = ours["per_s"] / base["per_s"]
     return {
         "benchmark": "consumer", "quick": quick, "python": platform.python_version(), "cpus": _cpus(),
         "messages": len(messages), "rows": rows,
         "baseline_per_s": base["per_s"], "callstream_per_s": ours["per_s"], "ratio": round(ratio, 3),
         "p50_ms": ours["p50_ms"], "p99_ms": ours["p99_ms"], "rss_mb": ours["rss_mb"],
+        "rss_embedded_engine_floor_mb": ours["engine_floor_rss_mb"],
         "latency_phase": {"rate_msgs_per_s": ours["latency_rate_msgs_per_s"], "rows": ours["latency_rows"]},
         "targets": {"ratio_ge_0_5": ratio >= 0.5, "per_s_ge_50000": ours["per_s"] >= 50_000,
                     "rss_le_300_mb": ours["rss_mb"] <= 300},
-        "baseline": base, "callstream": ours,
+        "callstream_without_republish_per_s": no_pub["per_s"],
+        "baseline": base, "callstream": ours, "callstream_without_republish": no_pub,
     }
+
+
+def _child(settings: Settings, rows: int, quick: bool) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", settings.model_dump_json(), str(rows),
+           str(200 if quick else 1000), "500"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"callstream run failed:\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def _cpus() -> int:
@@ -254,8 +272,10 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"baseline   {report['baseline_per_s']:>9,} rows/s (consume + envelope decode + orjson)")
-    print(f"callstream {report['callstream_per_s']:>9,} rows/s  ratio {report['ratio']:.2f}")
-    print(f"receipt->row p50 {report['p50_ms']:.0f} ms  p99 {report['p99_ms']:.0f} ms   peak RSS {report['rss_mb']} MB")
+    print(f"callstream {report['callstream_per_s']:>9,} rows/s  ratio {report['ratio']:.2f}"
+          f"  (without republish {report['callstream_without_republish_per_s']:,} rows/s)")
+    print(f"receipt->row p50 {report['p50_ms']:.0f} ms  p99 {report['p99_ms']:.0f} ms   peak RSS {report['rss_mb']} MB"
+          f" (embedded chDB alone {report['rss_embedded_engine_floor_mb']} MB)")
     print(f"targets: {report['targets']}")
     return 0
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import datetime
 
+import fastavro
+
 from callstream.errors import NormaliseError
+from schemas.avro_codec import MARKER, parsed_schema, schema_fingerprint
 from schemas.serde import UnknownSchema, decode  # also reads records written with history versions
+
+_RAW = "raw_envelope"
 
 
 @dataclass(slots=True)
@@ -41,7 +47,11 @@ def decode_envelope(payload: bytes | None, topic: str = "", partition: int = -1,
     if not payload:
         raise NormaliseError("empty Kafka record value", reason="bad_envelope")
     try:
-        name, record = decode(payload)
+        if payload[:2] == MARKER and payload[2:10] == schema_fingerprint(_RAW):
+            # fast path: written with the current schema, no resolution needed
+            name, record = _RAW, fastavro.schemaless_reader(io.BytesIO(payload[10:]), parsed_schema(_RAW), None)
+        else:
+            name, record = decode(payload)
     except (UnknownSchema, ValueError, EOFError, IndexError, TypeError) as exc:
         raise NormaliseError(f"not a raw_envelope Avro record: {exc}", reason="bad_envelope") from exc
     if name != "raw_envelope":

@@ -137,15 +137,17 @@ class Pipeline:
     async def deliver(self, batch: Batch) -> None:
         """Publish and load the batch; raises retriable errors without losing anything."""
         sink = self.sink
+        wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
+        stored_by_table = await asyncio.to_thread(
+            lambda: {t: sink.existing_keys(t, keys) for t, keys in wanted.items()})  # one thread hop
         new: dict[str, list[dict[str, Any]]] = {}
         for table in ROW_TABLES:
             rows = batch.tables[table]
-            if rows:
-                stored = await asyncio.to_thread(sink.existing_keys, table, [r["dedup_key"] for r in rows])
-                if stored:
-                    rows = [r for r in rows if r["dedup_key"] not in stored]
-                    self.metrics.discarded.labels("duplicate").inc(len(batch.tables[table]) - len(rows))
-                    batch.tables[table] = rows
+            stored = stored_by_table.get(table)
+            if stored:
+                rows = [r for r in rows if r["dedup_key"] not in stored]
+                self.metrics.discarded.labels("duplicate").inc(len(batch.tables[table]) - len(rows))
+                batch.tables[table] = rows
             new[table] = rows
         if not batch.published:
             if self.producer is not None and self.settings.republish:
@@ -154,17 +156,19 @@ class Pipeline:
                     self.metrics.sent.labels(topic).inc(count)
             batch.published = True
         failures = list(batch.failures)
-        for table in ROW_TABLES:
-            rows = new[table]
-            if not rows:
-                continue
-            loaded, bad = await asyncio.to_thread(sink.insert_isolating, table, rows)
+
+        def load_all() -> dict[str, tuple[int, list[Any]]]:
+            return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
+
+        results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
+        by_id = {n.id: n for n in batch.notifications}
+        for table, (loaded, bad) in results.items():
             for row, exc in bad:
-                n = next((x for x in batch.notifications if x.id == row["notification_id"]), None)
+                n = by_id.get(row["notification_id"])
                 if n is not None:
                     failures.append(Failure(n, row["record_index"], "load", exc.reason, str(exc)))
             self.metrics.loaded.labels(table).inc(loaded)
-            self.recent.add(table, [r["dedup_key"] for r in rows])
+            self.recent.add(table, [r["dedup_key"] for r in new[table]])
             batch.tables[table] = []
         if failures:
             await self._quarantine(failures)
