@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -139,6 +140,23 @@ async def run_consumer(
             http_server.shutdown()
 
 
+_delivered_batches = 0
+
+
+def _crash_hook() -> None:
+    """Test hook for the chaos suite: ``CALLSTREAM_TEST_CRASH_AFTER_INSERT=N`` ends the process (exit 137,
+    like SIGKILL) after the Nth batch is loaded and before its offsets are committed."""
+    global _delivered_batches
+    limit = os.environ.get("CALLSTREAM_TEST_CRASH_AFTER_INSERT")
+    if not limit:
+        return
+    _delivered_batches += 1
+    if _delivered_batches >= int(limit):
+        log.warning("CALLSTREAM_TEST_CRASH_AFTER_INSERT=%s: exiting after the insert, before the commit", limit)
+        logging.shutdown()
+        os._exit(137)
+
+
 async def _loop(
     settings: Settings, stop: asyncio.Event, consumer: AIOKafkaConsumer, pipeline: Pipeline,
     ready: asyncio.Event | None,
@@ -156,6 +174,7 @@ async def _loop(
         batch = pipeline.prepare(records)
         if not await deliver_with_retry(pipeline, batch, consumer, stop, settings.load_retry_max_backoff_s):
             return  # stopped while the store was down: nothing committed, the batch is redelivered
+        _crash_hook()
         if not await commit(consumer, batch):
             continue
         metrics.batch_seconds.observe(time.perf_counter() - started)
