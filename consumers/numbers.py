@@ -64,6 +64,8 @@ URL_JSON_KEYS: frozenset[str] = frozenset({"recordFileDownloadUrl", "recordPushU
 JSON_COLUMNS: frozenset[str] = frozenset({"raw", "extra", "body"})
 SESSION_COLUMNS: frozenset[str] = frozenset({"session_id"})
 SESSION_JSON_KEYS: frozenset[str] = frozenset({"sessionId"})
+_JSON_NEEDLES = tuple(key for key in (*JSON_KEYS, *URL_JSON_KEYS, *SESSION_JSON_KEYS))
+_HANDLED_COLUMNS = NUMBER_COLUMNS | URL_COLUMNS | JSON_COLUMNS | SESSION_COLUMNS
 
 DEFAULT_POLICY = "caller_num=hash,callee_num=hash,fwd_dst_num=hash,caller=hash,called=hash,embedded=hash"
 HASH_PREFIX = "h:"
@@ -157,6 +159,11 @@ class Policy:
             )
         return cls(modes=modes, pepper=pepper, publish_recording_urls=publish_recording_urls)
 
+    @property
+    def inert(self) -> bool:
+        """Nothing to do: every number kept and recording URLs published."""
+        return self.publish_recording_urls and all(mode == "keep" for mode in self.modes.values())
+
     def mode(self, column: str) -> Mode:
         return self.modes.get(column, "keep")
 
@@ -207,7 +214,7 @@ def policy_from_settings(settings: Settings) -> Policy:
         settings.number_protection,
         settings.number_pepper,
         settings.number_pepper_file,
-        settings.data_dir.resolve(),
+        settings.data_dir,
         settings.publish_recording_urls,
     )
 
@@ -289,8 +296,8 @@ class _Protector:
 
     def text(self, text: str) -> str:
         """Rewrite a JSON document; text that is not JSON gets its embedded numbers protected."""
-        if not text:
-            return text
+        if not text or (not any(key in text for key in _JSON_NEEDLES) and not _EMBEDDED_RE.search(text)):
+            return text  # e.g. extra == "{}": nothing this policy could touch
         try:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -307,9 +314,12 @@ def protect_session_id(session_id: str, policy: Policy) -> str:
 
 def protect_record(kind: str, record: dict[str, Any], policy: Policy) -> dict[str, Any]:
     """A copy of ``record`` (one row of table ``kind``) with numbers, raw JSON and URLs protected."""
+    if policy.inert:
+        return record
     protector = _Protector(policy, x_numbers(kind, record))
     out = dict(record)
-    for column, value in record.items():
+    for column in _HANDLED_COLUMNS.intersection(record):
+        value = record[column]
         if column in URL_COLUMNS:
             if not policy.publish_recording_urls and value:
                 out[column] = ""

@@ -195,3 +195,10 @@ def test_session_id_lookup_form_matches_the_stored_row() -> None:
     row = protect_record("cdrs", _cdr_row("privacy_axb_cdr_single.json"), policy)
     fee = orjson.loads(sample_bytes("privacy_axb_cdr_single.json"))["feeLst"][0]
     assert protect_session_id(fee["sessionId"], policy) == row["session_id"] != fee["sessionId"]
+
+
+def test_inert_policy_returns_the_row_untouched() -> None:
+    row = _cdr_row("privacy_axb_cdr_single.json")
+    assert protect_record("cdrs", row, Policy.parse("", publish_recording_urls=True)) is row
+    stripped = protect_record("cdrs", row, Policy.parse(""))
+    assert stripped["record_file_download_url"] == "" and stripped["caller_num"] == A
