@@ -49,7 +49,9 @@ class EraseReport:
 def check_number(number: str) -> str:
     number = number.strip()
     if not _NUMBER_RE.match(number):
-        raise ConfigError(f"--number {mask(number)!r} is not a phone number: give it as it arrives, e.g. +8613800000021")
+        raise ConfigError(
+            f"--number {mask(number)!r} is not a phone number: give it as it arrives, e.g. +8613800000021"
+        )
     return number
 
 
@@ -100,7 +102,9 @@ def erase_number(settings: Settings, number: str, client: Client | None = None) 
         condition = _condition(columns)
         if not condition:
             continue
-        count = store.query_rows(client, f"SELECT count() FROM {db}.`{table}` WHERE {condition}", params)[0][0]
+        count = store.query_rows(client, f"SELECT count() FROM {db}.`{table}` WHERE {condition}", params)[0][
+            0
+        ]
         if count:
             with store.locked(client):
                 client.command(f"DELETE FROM {db}.`{table}`{on_cluster} WHERE {condition}", parameters=params)
@@ -108,7 +112,9 @@ def erase_number(settings: Settings, number: str, client: Client | None = None) 
         masked_cols = [c for c in columns if c in NUMBER_COLUMNS and policy.mode(c) == "mask"]
         if masked_cols:
             where = " OR ".join(f"`{c}` IN {{masked:Array(String)}}" for c in masked_cols)
-            masked = store.query_rows(client, f"SELECT count() FROM {db}.`{table}` WHERE {where}", params)[0][0]
+            masked = store.query_rows(client, f"SELECT count() FROM {db}.`{table}` WHERE {where}", params)[0][
+                0
+            ]
             if masked:
                 report.masked_not_deleted[table] = int(masked)
     return report
@@ -129,7 +135,8 @@ def store_exclusive(settings: Settings) -> Iterator[None]:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             raise ConfigError(
-                f"callstream up runs on {data_dir} (pid {owner}) and owns the embedded store; its query endpoint "
+                f"callstream up runs on {data_dir} (pid {owner}) and owns the embedded store; "
+                "its query endpoint "
                 "is read-only. Stop it, run `callstream erase` again, then start `callstream up`"
             ) from None
         try:
@@ -151,7 +158,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             "not deleted (review them by hand)"
         )
     print(
-        f"not erased: Kafka records (the raw topic keeps original bodies for {settings.raw_retention_hours} h, "
-        "dead letters and downstream topics until their topic retention) and hashes made with an earlier pepper"
+        "not erased: Kafka records (the raw topic keeps original bodies for "
+        f"{settings.raw_retention_hours} h, dead letters and downstream topics until their topic retention) "
+        "and hashes made with an earlier pepper"
     )
     return 0

@@ -50,7 +50,8 @@ def parse_cidrs(text: str) -> list[Network]:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError as exc:
             raise ConfigError(
-                f"bad CALLSTREAM_EDGE_ALLOW_CIDRS entry {item!r}: write CIDRs such as 203.0.113.0/24, comma-separated"
+                f"bad CALLSTREAM_EDGE_ALLOW_CIDRS entry {item!r}: "
+                "write CIDRs such as 203.0.113.0/24, comma-separated"
             ) from exc
     return networks
 
@@ -126,7 +127,8 @@ class AppRateLimiter:
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise RateLimited(
-                f"app {app_key} is above CALLSTREAM_RATE_LIMIT_PER_APP_PER_S={self.rate:g}; retry in {seconds}s",
+                f"app {app_key} is above CALLSTREAM_RATE_LIMIT_PER_APP_PER_S={self.rate:g}; "
+                f"retry in {seconds}s",
                 retry_after_s=seconds,
             )
 

@@ -38,7 +38,9 @@ def retention_days(settings: Settings) -> dict[str, int]:
     days = {table: int(getattr(settings, field)) for table, field in RETENTION_FIELDS.items()}
     for table, value in days.items():
         if value < 0:
-            raise ValueError(f"CALLSTREAM_{RETENTION_FIELDS[table].upper()}={value}: use 0 (keep) or a number of days")
+            raise ValueError(
+                f"CALLSTREAM_{RETENTION_FIELDS[table].upper()}={value}: use 0 (keep) or a number of days"
+            )
     return days
 
 

@@ -43,14 +43,18 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "edge.crt", tmp_path / "edge.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return cert_path, key_path
 
@@ -75,8 +79,20 @@ def running_edge(env: dict[str, str], log: Path, *flags: str) -> Iterator[int]:
     port = free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "callstream.cli", *flags, "edge", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "callstream.cli",
+                *flags,
+                "edge",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for_port("127.0.0.1", port, 20)
@@ -106,7 +122,9 @@ def test_edge_serves_https_with_the_configured_certificate(settings: Settings, t
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10) as client:
             wait_ready(client, log)
             headers = sign_headers(TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET)
-            answer = client.post("/notify/privacy", content=sample_bytes("privacy_axb_cdr_single.json"), headers=headers)
+            answer = client.post(
+                "/notify/privacy", content=sample_bytes("privacy_axb_cdr_single.json"), headers=headers
+            )
             assert answer.status_code == 200, answer.text
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=5) as untrusting:
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -121,6 +139,9 @@ def test_half_configured_tls_is_refused(settings: Settings, tmp_path: Path) -> N
     env = edge_env(settings, CALLSTREAM_EDGE_TLS_CERTFILE=str(cert))
     result = subprocess.run(
         [sys.executable, "-m", "callstream.cli", "edge", "--port", str(free_port())],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2 and "--tls-key go together" in result.stderr

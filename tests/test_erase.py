@@ -42,28 +42,67 @@ def _base(key: int) -> dict[str, Any]:
 def _load(settings: Settings) -> None:
     apply_migrations(settings)
     fee = orjson.loads(sample_bytes("privacy_axb_cdr_single.json"))["feeLst"][0]
-    cdr = {**_base(1), "caller_num": A, "callee_num": X, "bind_num": X, "fwd_display_num": X, "fwd_dst_num": B,
-           "session_id": fee["sessionId"], "call_time": 1_700_000_000_000, "raw": orjson.dumps(fee).decode()}
-    other = {**_base(2), "caller_num": OTHER, "callee_num": X, "bind_num": X, "fwd_dst_num": B,
-             "session_id": "s-2", "call_time": 1_700_000_000_000, "raw": "{}"}
+    cdr = {
+        **_base(1),
+        "caller_num": A,
+        "callee_num": X,
+        "bind_num": X,
+        "fwd_display_num": X,
+        "fwd_dst_num": B,
+        "session_id": fee["sessionId"],
+        "call_time": 1_700_000_000_000,
+        "raw": orjson.dumps(fee).decode(),
+    }
+    other = {
+        **_base(2),
+        "caller_num": OTHER,
+        "callee_num": X,
+        "bind_num": X,
+        "fwd_dst_num": B,
+        "session_id": "s-2",
+        "call_time": 1_700_000_000_000,
+        "raw": "{}",
+    }
     _insert(settings, "cdrs", [cdr, other])
     events = [
-        {**_base(3), "event_type": "callin", "caller": A, "called": X, "event_time": 1_700_000_000_000,
-         "raw": orjson.dumps({"caller": A, "called": X}).decode()},
-        {**_base(4), "event_type": "callout", "caller": X, "called": B, "event_time": 1_700_000_000_000,
-         "raw": orjson.dumps({"caller": X, "called": B}).decode()},
+        {
+            **_base(3),
+            "event_type": "callin",
+            "caller": A,
+            "called": X,
+            "event_time": 1_700_000_000_000,
+            "raw": orjson.dumps({"caller": A, "called": X}).decode(),
+        },
+        {
+            **_base(4),
+            "event_type": "callout",
+            "caller": X,
+            "called": B,
+            "event_time": 1_700_000_000_000,
+            "raw": orjson.dumps({"caller": X, "called": B}).decode(),
+        },
     ]
     _insert(settings, "call_events", events)
     _insert(settings, "number_status", [{**_base(5), "number": X, "receipt_day": 19000, "raw": "{}"}])
-    body = b'{"eventType":"fee","feeLst":[{"callerNum":"' + A.encode() + b'"' 
-    _insert(settings, "failed_events", [{**_base(6), "stage": "normalise", "body": body.decode()},
-                                        {**_base(7), "stage": "normalise", "body": "unrelated"}])
+    body = b'{"eventType":"fee","feeLst":[{"callerNum":"' + A.encode() + b'"'
+    _insert(
+        settings,
+        "failed_events",
+        [
+            {**_base(6), "stage": "normalise", "body": body.decode()},
+            {**_base(7), "stage": "normalise", "body": "unrelated"},
+        ],
+    )
 
 
 def _keys(settings: Settings, table: str) -> list[int]:
     client = store.connect(settings)
-    return [r[0] for r in store.query_rows(
-        client, f"SELECT dedup_key FROM {settings.clickhouse_database}.{table} ORDER BY dedup_key")]
+    return [
+        r[0]
+        for r in store.query_rows(
+            client, f"SELECT dedup_key FROM {settings.clickhouse_database}.{table} ORDER BY dedup_key"
+        )
+    ]
 
 
 def test_erase_deletes_clear_and_hashed_forms_everywhere(make_settings: Callable[..., Settings]) -> None:
@@ -86,8 +125,13 @@ def test_erase_deletes_clear_and_hashed_forms_everywhere(make_settings: Callable
 def test_erase_in_clear_when_protection_is_off(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(number_protection="")
     _load(settings)
-    assert store.query_rows(store.connect(settings),
-                            f"SELECT count() FROM {settings.clickhouse_database}.cdrs WHERE caller_num = '{A}'")[0][0] == 1
+    assert (
+        store.query_rows(
+            store.connect(settings),
+            f"SELECT count() FROM {settings.clickhouse_database}.cdrs WHERE caller_num = '{A}'",
+        )[0][0]
+        == 1
+    )
     report = erase_number(settings, B)
     assert report.deleted["cdrs"] == 2 and report.deleted["call_events"] == 1
 

@@ -90,7 +90,9 @@ async def edge(settings: Settings, client_ip: str) -> AsyncIterator[httpx.AsyncC
 def _push(client: httpx.AsyncClient) -> httpx.Response:
     headers = sign_headers(TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET)
     headers["Content-Type"] = "application/json;charset=UTF-8"
-    return client.post("/notify/privacy", content=sample_bytes("privacy_axb_cdr_single.json"), headers=headers)
+    return client.post(
+        "/notify/privacy", content=sample_bytes("privacy_axb_cdr_single.json"), headers=headers
+    )
 
 
 @pytest.fixture

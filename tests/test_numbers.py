@@ -53,7 +53,7 @@ def test_mask_never_reveals_more_than_the_kept_digits(value: str) -> None:
     hidden = masked.count("*")
     assert hidden >= min(4, len(digits) - cc)  # at least 4 national digits hidden (all if fewer)
     # every shown digit is the original digit at that position (nothing invented, nothing moved)
-    assert all(m == o for m, o in zip(masked, value) if m != "*")
+    assert all(m == o for m, o in zip(masked, value, strict=True) if m != "*")
     assert mask(masked) == masked
 
 
@@ -105,7 +105,9 @@ def _cdr_row(name: str) -> dict[str, object]:
         "fwd_dst_num": fee.get("fwdDstNum", ""),
         "session_id": fee["sessionId"],
         "record_file_download_url": "https://obs.example/rec.wav?X-Signature=s3cr3t",
-        "raw": orjson.dumps({**fee, "recordFileDownloadUrl": "https://obs.example/rec.wav?X-Signature=s3cr3t"}).decode(),
+        "raw": orjson.dumps(
+            {**fee, "recordFileDownloadUrl": "https://obs.example/rec.wav?X-Signature=s3cr3t"}
+        ).decode(),
         "talk_seconds": 16,
     }
 
@@ -150,8 +152,12 @@ def test_voice_cdr_keeps_the_sp_number_and_hashes_the_subscriber() -> None:
 def test_events_keep_the_x_side_and_hash_the_subscriber(sample: str, x_side: str) -> None:
     body = orjson.loads(sample_bytes(sample))
     info = body["statusInfo"]
-    row = {"event_type": body["eventType"], "caller": info["caller"], "called": info["called"],
-           "raw": orjson.dumps(body).decode()}
+    row = {
+        "event_type": body["eventType"],
+        "caller": info["caller"],
+        "called": info["called"],
+        "raw": orjson.dumps(body).decode(),
+    }
     out = protect_record("call_events", row, default_policy())
     subscriber_side = "called" if x_side == "caller" else "caller"
     assert out[x_side] == info[x_side]

@@ -27,17 +27,30 @@ def test_statements_follow_the_settings(make_settings: Callable[..., Settings]) 
     assert f"ALTER TABLE {db}.cdrs_local ON CLUSTER main MODIFY TTL" in clustered[0]
 
 
-PRODUCT_DEFAULTS = {field: Settings.model_fields[field].default for field in (
-    "cdr_retention_days", "event_retention_days", "number_status_retention_days", "failed_retention_days")}
+PRODUCT_DEFAULTS = {
+    field: Settings.model_fields[field].default
+    for field in (
+        "cdr_retention_days",
+        "event_retention_days",
+        "number_status_retention_days",
+        "failed_retention_days",
+    )
+}
 
 
 def test_product_defaults() -> None:
-    assert PRODUCT_DEFAULTS == {"cdr_retention_days": 400, "event_retention_days": 400,
-                                "number_status_retention_days": 400, "failed_retention_days": 30}
+    assert PRODUCT_DEFAULTS == {
+        "cdr_retention_days": 400,
+        "event_retention_days": 400,
+        "number_status_retention_days": 400,
+        "failed_retention_days": 30,
+    }
     assert Settings.model_fields["raw_retention_hours"].default == 72
 
 
-def test_migrate_applies_ttls_idempotently_and_follows_changes(make_settings: Callable[..., Settings]) -> None:
+def test_migrate_applies_ttls_idempotently_and_follows_changes(
+    make_settings: Callable[..., Settings],
+) -> None:
     settings = make_settings(**PRODUCT_DEFAULTS)
     apply_migrations(settings)
     for table, days in {"cdrs": 400, "call_events": 400, "number_status": 400, "failed_events": 30}.items():
@@ -63,9 +76,14 @@ def test_ttl_expires_old_rows(make_settings: Callable[..., Settings]) -> None:
     old = [1, "old", 0, 1_600_000_000_000_000, "decode", "malformed", "x"]
     with store.locked(client):
         client.insert(f"{db}.failed_events", [old], column_names=cols)
-        client.command(f"INSERT INTO {db}.failed_events (dedup_key, notification_id, received_at) VALUES (2, 'new', now64(6))")
+        client.command(
+            f"INSERT INTO {db}.failed_events (dedup_key, notification_id, received_at) "
+            "VALUES (2, 'new', now64(6))"
+        )
         client.command(f"OPTIMIZE TABLE {db}.failed_events FINAL")
-    rows = store.query_rows(client, f"SELECT notification_id FROM {db}.failed_events ORDER BY notification_id")
+    rows = store.query_rows(
+        client, f"SELECT notification_id FROM {db}.failed_events ORDER BY notification_id"
+    )
     assert rows == [("new",)]
 
 

@@ -37,8 +37,12 @@ def test_edge_logs_hold_no_secret_pepper_or_digest(settings: Settings, tmp_path:
     apps_file.write_text(f"{FILE_APP}:{FILE_SECRET}\n")
     pepper_file = tmp_path / "pepper"
     pepper_file.write_text(PEPPER)
-    env = edge_env(settings, CALLSTREAM_APPS_FILE=str(apps_file), CALLSTREAM_NUMBER_PEPPER_FILE=str(pepper_file),
-                   CALLSTREAM_NUMBER_PEPPER=PEPPER)
+    env = edge_env(
+        settings,
+        CALLSTREAM_APPS_FILE=str(apps_file),
+        CALLSTREAM_NUMBER_PEPPER_FILE=str(pepper_file),
+        CALLSTREAM_NUMBER_PEPPER=PEPPER,
+    )
     log = tmp_path / "edge.log"
     body = sample_bytes("privacy_axb_cdr_single.json")
     digests: list[str] = []
@@ -53,8 +57,14 @@ def test_edge_logs_hold_no_secret_pepper_or_digest(settings: Settings, tmp_path:
             assert client.post("/notify/privacy", content=body, headers=from_file).status_code == 200
             assert client.post("/notify/privacy", content=body, headers=good).status_code == 401  # replay
             assert client.post("/notify/privacy", content=body, headers=forged).status_code == 401
-            assert client.post("/notify/privacy", content=b"{not json", headers=sign_headers(
-                TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET)).status_code == 400
+            assert (
+                client.post(
+                    "/notify/privacy",
+                    content=b"{not json",
+                    headers=sign_headers(TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET),
+                ).status_code
+                == 400
+            )
             broken = dict(good, **{"X-AKSK": good["X-AKSK"].replace("Nonce=", "Nonc=")})
             assert client.post("/notify/privacy", content=body, headers=broken).status_code == 401
     text = log.read_text(errors="replace")
@@ -74,15 +84,35 @@ def test_up_at_debug_leaks_no_secret_and_stores_no_clear_number(tmp_path: Path) 
     data_dir = tmp_path / "data"
     edge_port, query_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSTREAM_")}
-    env.update(CALLSTREAM_APPS=f"{TEST_PRIVACY_APP_KEY}:{TEST_PRIVACY_APP_SECRET}",
-               CALLSTREAM_NUMBER_PEPPER=PEPPER, CALLSTREAM_SHUTDOWN_GRACE_S="3")
+    env.update(
+        CALLSTREAM_APPS=f"{TEST_PRIVACY_APP_KEY}:{TEST_PRIVACY_APP_SECRET}",
+        CALLSTREAM_NUMBER_PEPPER=PEPPER,
+        CALLSTREAM_SHUTDOWN_GRACE_S="3",
+    )
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "callstream.cli", "--log-level", "DEBUG", "up", "--data-dir", str(data_dir),
-             "--host", "127.0.0.1", "--port", str(edge_port), "--query-port", str(query_port),
-             "--metrics-port", str(free_port())],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "callstream.cli",
+                "--log-level",
+                "DEBUG",
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(edge_port),
+                "--query-port",
+                str(query_port),
+                "--metrics-port",
+                str(free_port()),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     fee = json.loads(sample_bytes("privacy_axb_cdr_single.json"))
     url = "https://obs.example/rec.wav?X-Amz-Signature=url-secret-5e1d"
@@ -101,11 +131,19 @@ def test_up_at_debug_leaks_no_secret_and_stores_no_clear_number(tmp_path: Path) 
             digests += [_digest(good), _digest(forged)]
             assert client.post("/notify/privacy", content=body, headers=good).status_code == 200
             assert client.post("/notify/privacy", content=body, headers=forged).status_code == 401
-            assert client.post("/notify/privacy", content=b"[1]", headers=sign_headers(
-                TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET)).status_code == 400
+            assert (
+                client.post(
+                    "/notify/privacy",
+                    content=b"[1]",
+                    headers=sign_headers(TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET),
+                ).status_code
+                == 400
+            )
 
         def sql(text: str) -> str:
-            return httpx.post(query_url, content=text.encode(), params={"default_format": "TSV"}, timeout=10).text
+            return httpx.post(
+                query_url, content=text.encode(), params={"default_format": "TSV"}, timeout=10
+            ).text
 
         while sql("SELECT count() FROM callstream.cdrs").strip() != "1":
             assert time.monotonic() < deadline, log.read_text()
