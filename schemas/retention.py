@@ -19,6 +19,7 @@ import re
 from clickhouse_connect.driver.client import Client
 
 from callstream import store
+from callstream.errors import ConfigError
 from callstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def retention_days(settings: Settings) -> dict[str, int]:
     days = {table: int(getattr(settings, field)) for table, field in RETENTION_FIELDS.items()}
     for table, value in days.items():
         if value < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"CALLSTREAM_{RETENTION_FIELDS[table].upper()}={value}: use 0 (keep) or a number of days"
             )
     return days
