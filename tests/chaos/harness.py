@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,7 @@ def signed_headers(push: Push, url: str, rng: random.Random) -> dict[str, str]:
     if push.bad == "bad_signature":
         secret += "-wrong"
     scheme = "aksk-voice" if push.service == "voice" else "aksk"
-    headers = sign_headers(push.app_key, secret, scheme=scheme, url=url, nonce=f"{rng.getrandbits(64):016x}")
+    headers = sign_headers(push.app_key, secret, scheme=scheme, url=url, nonce=uuid.uuid4().hex)  # never replayed
     headers["Content-Type"] = "application/json;charset=UTF-8"
     return headers
 
@@ -74,6 +75,7 @@ def signed_headers(push: Push, url: str, rng: random.Random) -> dict[str, str]:
 class Outcome:
     push: Push
     statuses: list[int] = field(default_factory=list)  # 0 = connection error / timeout
+    answered_at: list[float] = field(default_factory=list)  # time.monotonic() of each answer
 
     @property
     def accepted(self) -> bool:
@@ -82,6 +84,11 @@ class Outcome:
     @property
     def refused(self) -> bool:
         return any(400 <= s < 500 for s in self.statuses)
+
+    def since(self, moment: float) -> Outcome:
+        """This push with only the answers given after ``moment``."""
+        kept = [(s, t) for s, t in zip(self.statuses, self.answered_at, strict=True) if t > moment]
+        return Outcome(self.push, [s for s, _ in kept], [t for _, t in kept])
 
 
 @dataclass
@@ -131,6 +138,7 @@ async def drive_recorded(
                 except httpx.HTTPError:
                     status = 0
             outcome.statuses.append(status)
+            outcome.answered_at.append(time.monotonic())
             if status == 200 or (400 <= status < 500) or not delays:
                 return
             if time.monotonic() - started > stop_after_s:
