@@ -17,6 +17,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ def _env(bootstrap: str, run_id: str) -> dict[str, str]:
 
 
 def start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``baseline``, ``edge``, or ``edge_before`` (the edge from the source tree in ``env["PYTHONPATH"]``)."""
     if kind == "baseline":
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(port)]
     else:
@@ -75,7 +77,7 @@ def start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[
                "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port, 30)
-    if kind == "edge":
+    if kind.startswith("edge"):
         import httpx
 
         deadline = time.monotonic() + 30
@@ -117,7 +119,14 @@ def load(port: int, *, duration: float, connections: int, rate: float = 0.0) -> 
     return dict(json.loads(out.stdout))
 
 
-def run(quick: bool) -> dict[str, Any]:
+def export_ingest(ref: str, into: Path) -> Path:
+    """``ingest/`` as it was at git ``ref``, unpacked under ``into`` (for a same-run before/after)."""
+    archive = subprocess.run(["git", "archive", ref, "ingest"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
     duration = 4.0 if quick else 10.0
     rounds = 1 if quick else 3
     connections = 128
@@ -127,12 +136,18 @@ def run(quick: bool) -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         env = _env(broker.bootstrap, run_id)
         broker_pid = broker._process.pid  # type: ignore[union-attr]  # noqa: SLF001 - CPU time of the broker
-        ports = {kind: free_port() for kind in ("baseline", "edge")}
+        kinds = ["baseline", "edge"] + (["edge_before"] if before_ref else [])
+        ports = {kind: free_port() for kind in kinds}
         servers: dict[str, subprocess.Popen[bytes]] = {}
         results: dict[str, Any] = {}
+        old_tree = tempfile.TemporaryDirectory(prefix="callstream-edge-before-")
         try:
             for kind, port in ports.items():
-                servers[kind] = start_server(kind, port, env)
+                server_env = env
+                if kind == "edge_before":
+                    server_env = {**env, "PYTHONPATH": str(export_ingest(before_ref, Path(old_tree.name))),
+                                  "CALLSTREAM_RAW_TOPIC": f"bench.{run_id}.before.raw"}
+                servers[kind] = start_server(kind, port, server_env)
                 load(port, duration=1.0, connections=connections)  # warm up
             # Rounds alternate between the two servers (other work on the machine hits both alike);
             # each server keeps its best round.
@@ -153,6 +168,7 @@ def run(quick: bool) -> dict[str, Any]:
         finally:
             for process in servers.values():
                 stop_server(process)
+            old_tree.cleanup()
     base, edge, fixed = results["baseline"], results["edge"], results["fixed"]
     ratio = round(edge["per_s"] / base["per_s"], 3) if base["per_s"] else 0.0
     report = {
@@ -177,6 +193,11 @@ def run(quick: bool) -> dict[str, Any]:
             "baseline_server": base["server_cpu_share"], "edge_server": edge["server_cpu_share"],
             "broker_during_edge": edge["broker_cpu_share"],
         },
+        "before": {
+            "ref": before_ref, "per_s": results["edge_before"]["per_s"],
+            "per_server_cpu_s": results["edge_before"]["per_server_cpu_s"],
+            "p99_ms": results["edge_before"]["p99_ms"], "rss_mb": results["edge_before_rss_mb"],
+        } if before_ref else None,
         "statuses": {"baseline": base["statuses"], "edge": edge["statuses"], "fixed": fixed["statuses"]},
         "targets": {
             "ratio_min": {"target": TARGETS["ratio_min"], "met": ratio >= TARGETS["ratio_min"]},
@@ -200,12 +221,14 @@ def run(quick: bool) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (smoke)")
+    parser.add_argument("--before", default="", metavar="GIT_REF",
+                        help="also run the edge as it was at GIT_REF (same run, same load) for a before/after")
     parser.add_argument("--serve-baseline", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
         serve_baseline(args.serve_baseline)
         return 0
-    report = run(args.quick)
+    report = run(args.quick, args.before)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"bare Starlette : {report['baseline_per_s']:>9.0f} req/s  p99 {report['baseline_p99_ms']} ms")
@@ -218,6 +241,10 @@ def main() -> int:
     print(f"ratio          : {report['ratio']:.2f}  (target >= {TARGETS['ratio_min']})")
     print(f"peak RSS edge  : {report['rss_mb']} MB (baseline {report['baseline_rss_mb']} MB; target <= 150)")
     print(f"fixed 2000/s   : {report['fixed_rate_per_s']} req/s  p99 {report['fixed_rate_p99_ms']} ms (target <= 25)")
+    if report["before"]:
+        before = report["before"]
+        print(f"edge before    : {before['per_s']:>9.0f} req/s at {before['ref']} "
+              f"({before['per_server_cpu_s']} per server CPU-s, p99 {before['p99_ms']} ms)")
     print(f"machine load   : {' '.join(report['setup']['loadavg_before'])} before, "
           f"{' '.join(report['setup']['loadavg_after'])} after ({report['setup']['cpus']} cpus)")
     for name, target in report["targets"].items():

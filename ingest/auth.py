@@ -151,6 +151,10 @@ class Authenticator:
         self.apps = dict(apps)
         self.schemes = frozenset(s for s in names if s)
         self.max_skew_s = max_skew_s
+        # the schemes tried per header, most likely first (voice pushes use the voice digest)
+        self._aksk_voice = tuple(s for s in ("aksk-voice", "aksk") if s in self.schemes)
+        self._aksk = tuple(s for s in ("aksk",) if s in self.schemes)
+        self._wsse = tuple(s for s in ("wsse",) if s in self.schemes)
         self.nonces = NonceCache(ttl_s=2 * max_skew_s, max_entries=nonce_cache_entries)
 
     def verify(
@@ -158,16 +162,15 @@ class Authenticator:
     ) -> Identity:
         """Check the headers (empty string = absent); returns the identity or raises :class:`AuthError`."""
         if aksk and (authorization.startswith("AKSK") or not wsse):
-            candidates = ["aksk-voice", "aksk"] if service == "voice" else ["aksk"]
+            allowed = self._aksk_voice if service == "voice" else self._aksk
             token_text = aksk
         elif wsse:
-            candidates = ["wsse"]
+            allowed = self._wsse
             token_text = wsse
         else:
             raise AuthError("missing X-AKSK (or X-WSSE) header", reason="missing_header")
-        allowed = [s for s in candidates if s in self.schemes]
         if not allowed:
-            raise AuthError(f"auth scheme {candidates[-1]} is disabled here", reason="scheme_disabled")
+            raise AuthError("this auth scheme is disabled here (CALLSTREAM_AUTH_SCHEMES)", reason="scheme_disabled")
         token = parse_token(token_text)
         secret = self.apps.get(token.username)
         if secret is None:
