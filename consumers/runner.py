@@ -91,11 +91,13 @@ async def commit(consumer: AIOKafkaConsumer, batch: Batch) -> bool:
 
 
 def _update_lag(consumer: AIOKafkaConsumer, batch: Batch, lags: dict[Any, int], metrics: ConsumerMetrics) -> None:
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
     for (topic, partition), next_offset in batch.offsets.items():
+        if (topic, partition) not in assigned:  # revoked by a rebalance since the poll
+            continue
         high = consumer.highwater(TopicPartition(topic, partition))
         if high is not None:
             lags[(topic, partition)] = max(0, high - next_offset)
-    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
     for key in list(lags):
         if key not in assigned:
             del lags[key]
