@@ -7,6 +7,7 @@ Graceful shutdown on SIGTERM/SIGINT: uvicorn stops accepting, lets in-flight req
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 import uvicorn
@@ -15,6 +16,8 @@ from callstream.errors import ConfigError
 from callstream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+GC_GEN0_THRESHOLD = 20_000
 
 
 def app_factory() -> object:
@@ -34,6 +37,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--tls-cert and --tls-key go together: give both to serve HTTPS, or neither")
     settings.require_kafka()
     settings.require_apps()
+    # A dedicated edge process allocates many short-lived objects per request: collect the young
+    # generation less often (fewer pauses on the request path); the lifespan freezes start-up objects.
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
     common = dict(
         host=host,
         port=port,
