@@ -60,9 +60,20 @@ def to_message(table: str, row: dict[str, Any]) -> tuple[bytes, bytes, list[tupl
     return subject, value, headers
 
 
+_hashes: dict[bytes, int] = {}
+
+
 def partition_for(key: bytes, partitions: list[int]) -> int:
-    """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the Java client)."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the Java client).
+
+    aiokafka's murmur2 is pure Python; a call's events and CDR share the key, so results are cached.
+    """
+    hashed = _hashes.get(key)
+    if hashed is None:
+        if len(_hashes) > 200_000:
+            _hashes.clear()
+        hashed = _hashes[key] = murmur2(key) & 0x7FFFFFFF
+    return partitions[hashed % len(partitions)]
 
 
 async def republish(
