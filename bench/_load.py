@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ingest.auth import sign_headers  # noqa: E402
+from ingest.auth import sign_headers
 
 SAMPLES = ROOT / "tests" / "samples"
 BENCH_APPS = {"voice": ("bench-voice-app", "bench-voice-secret"), "privacy": ("bench-privacy-app", "bench-privacy-secret")}

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._load import PUBLIC_BASE_URL, bench_apps_env  # noqa: E402
-from callstream.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
+from bench._load import PUBLIC_BASE_URL, bench_apps_env
+from callstream.broker import EmbeddedBroker, free_port, wait_for_port
 
 RESULTS = ROOT / "bench" / "results" / "edge.json"
 TARGETS = {"ratio_min": 0.60, "fixed_rate_p99_ms_max": 25.0, "rss_mb_max": 150.0}
@@ -135,7 +135,7 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     with EmbeddedBroker() as broker:
         env = _env(broker.bootstrap, run_id)
-        broker_pid = broker._process.pid  # type: ignore[union-attr]  # noqa: SLF001 - CPU time of the broker
+        broker_pid = broker._process.pid  # type: ignore[union-attr]
         kinds = ["baseline", "edge"] + (["edge_before"] if before_ref else [])
         ports = {kind: free_port() for kind in kinds}
         servers: dict[str, subprocess.Popen[bytes]] = {}

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.datastructures import URL
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,7 +27,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from callstream.errors import AuthError, BodyTooLarge, BrokerUnavailable, RejectedNotification
 from callstream.settings import Settings
 from ingest.auth import Authenticator, Identity, parse_token
-from ingest.guard import EdgeGuard, metrics_allowed, receipt_host
 from ingest.envelope import (
     Receipt,
     cloudevent_headers,
@@ -37,6 +36,7 @@ from ingest.envelope import (
     raw_record,
     redact_headers,
 )
+from ingest.guard import EdgeGuard, metrics_allowed, receipt_host
 from ingest.limits import ClientDisconnected, InFlight, read_body
 from ingest.metrics import EdgeMetrics
 from ingest.notification import classify

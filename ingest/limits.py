@@ -50,7 +50,7 @@ async def read_body(receive: Receive, limit: int) -> Body:
 class InFlight:
     """A counter of requests being handled, with a hard ceiling."""
 
-    __slots__ = ("limit", "count")
+    __slots__ = ("count", "limit")
 
     def __init__(self, limit: int) -> None:
         if limit < 1:

@@ -40,18 +40,18 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     # A dedicated edge process allocates many short-lived objects per request: collect the young
     # generation less often (fewer pauses on the request path); the lifespan freezes start-up objects.
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
-    common = dict(
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        timeout_graceful_shutdown=max(1, int(round(settings.shutdown_grace_s))),
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
-    )
+    common: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_s)),
+        "ssl_certfile": str(tls_cert) if tls_cert else None,
+        "ssl_keyfile": str(tls_key) if tls_key else None,
+        "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+    }
     if workers > 1:
         # Each worker builds its app from CALLSTREAM_* in its own process.
         uvicorn.run("ingest.server:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]

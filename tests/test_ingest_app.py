@@ -110,7 +110,7 @@ async def test_every_sample_comes_out_byte_identical(settings: Settings) -> None
     for record in records:
         name, envelope = decode(record.value)
         assert name == "raw_envelope"
-        sample, service, scheme = by_body[envelope["body"]]  # byte-identical
+        _name, service, scheme = by_body[envelope["body"]]  # byte-identical
         body = envelope["body"]
         doc = json.loads(body)
         app_key = creds(service)[0]
@@ -153,7 +153,7 @@ async def test_auth_failures_are_401_and_quarantined(settings: Settings) -> None
             assert response.status_code == 401, reason
             assert response.json()["error"] == reason
         metrics = (await client.get("/metrics")).text
-    assert f'callstream_edge_discarded_events_total{{reason="bad_digest"}} 1.0' in metrics
+    assert 'callstream_edge_discarded_events_total{reason="bad_digest"} 1.0' in metrics
     assert await read_records(settings, settings.raw_topic, 1, timeout_s=1.0) == []
     dead = await read_records(settings, settings.dead_topic, len(AUTH_FAILURES))
     decoded = [decode(r.value)[1] for r in dead]
