@@ -11,7 +11,9 @@ scheme         PasswordDigest                                                   
 =============  ====================================================================  =========
 
 The digest does not cover the body, so a nonce that already got a 200 inside the skew window is refused
-(:class:`ingest.nonces.NonceCache`); the caller records the nonce only after the 200.
+(:class:`ingest.nonces.NonceCache`); the caller records the nonce only after the 200, so a re-push after
+a 503 goes through, and two copies of one request racing each other may both be accepted (downstream
+deduplication absorbs that). ``Created`` must lie within ``auth_max_skew_s`` of server time either way.
 """
 
 from __future__ import annotations

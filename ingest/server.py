@@ -2,6 +2,10 @@
 
 Graceful shutdown on SIGTERM/SIGINT: uvicorn stops accepting, lets in-flight requests finish (at most
 ``shutdown_grace_s``), then the app's lifespan flushes and closes the producer.
+
+With ``--workers N`` each worker has its own producer and its own replay (nonce) cache, so a replay that
+lands on another worker is not caught there; run one worker per container and scale out instead when
+replay protection matters (the digest never covers the body, dedup downstream still holds).
 """
 
 from __future__ import annotations

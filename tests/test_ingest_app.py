@@ -302,3 +302,25 @@ async def test_methods_and_health(settings: Settings) -> None:
         assert (await client.get("/health/ready")).status_code == 200
         text = (await client.get("/metrics")).text
         assert "callstream_edge_in_flight_requests 0.0" in text
+
+
+async def test_edge_connects_once_kafka_comes_up(make_settings: Callable[..., Settings]) -> None:
+    from callstream.broker import free_port
+
+    port = free_port()
+    settings = make_settings(kafka_bootstrap=f"127.0.0.1:{port}", ack_timeout_s=0.5)
+    body = sample_paths()[0].read_bytes()
+    async with running_edge(settings) as client:
+        assert (await client.get("/health/ready")).status_code == 503
+        late = EmbeddedBroker(port=port).start()
+        try:
+            deadline = time.monotonic() + 30
+            while (await client.get("/health/ready")).status_code != 200:
+                assert time.monotonic() < deadline, "edge did not connect after the broker came up"
+                await asyncio.sleep(0.2)
+            response = await client.post("/notify/privacy", content=body, headers=signed("privacy"))
+            assert response.status_code == 200
+            (record,) = await read_records(settings, settings.raw_topic, 1)
+            assert decode(record.value)[1]["body"] == body
+        finally:
+            late.stop()
