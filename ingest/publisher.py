@@ -17,6 +17,7 @@ from callstream.errors import BrokerUnavailable
 from callstream.kafka import ensure_topics, producer_kwargs
 from callstream.settings import Settings
 from ingest.partitioner import CachedMurmur2Partitioner
+from schemas.serde import Serializer
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._stopping = False
+        self.serializer = Serializer(settings)
 
     @property
     def connected(self) -> bool:
@@ -59,6 +61,17 @@ class Publisher:
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(producer.stop(), budget)
             return False
+        if self.serializer.registry is not None:
+            try:
+                await asyncio.to_thread(
+                    self.serializer.prepare,
+                    [("raw_envelope", settings.raw_topic), ("dead_letter", settings.dead_topic)],
+                )
+            except Exception as exc:  # registry client errors vary; retry like a broker outage
+                log.warning("cannot register schemas at %s yet: %r", settings.schema_registry_url, exc)
+                with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                    await asyncio.wait_for(producer.stop(), budget)
+                return False
         self._producer = producer
         log.info("edge producer connected to %s", settings.kafka_bootstrap)
         return True
@@ -72,10 +85,15 @@ class Publisher:
             delay = min(delay * 2, 5.0)
 
     async def publish(self, topic: str, value: bytes, key: bytes | None, headers: KafkaHeaders) -> None:
-        """Write one record and wait for the acks=all acknowledgement, at most ``ack_timeout_s``."""
+        """Write one record and wait for the acks=all acknowledgement, at most ``ack_timeout_s``.
+
+        ``value`` is single-object encoded; with a schema registry configured it is re-framed in the
+        Confluent wire format (schemas registered at connect time, so no HTTP call happens here).
+        """
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable("Kafka producer is not connected yet")
+        value = self.serializer.reframe(value, topic)
         try:
             async with asyncio.timeout(self.timeout_s):
                 future = await producer.send(topic, value, key=key, headers=headers)

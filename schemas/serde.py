@@ -164,6 +164,23 @@ class Serializer:
         fastavro.schemaless_writer(out, parsed_schema(name), record)
         return out.getvalue()
 
+    def reframe(self, payload: bytes, topic: str) -> bytes:
+        """``payload`` (single-object encoded) in this serializer's framing for ``topic``.
+
+        Publishers encode once with single-object framing (the fast, registry-free path); with a
+        registry configured this swaps the 10-byte single-object header for the 5-byte Confluent one.
+        The Avro body is the same in both framings, so nothing is re-encoded.
+        """
+        if self.registry is None:
+            return payload
+        if framing(payload) != "single-object":
+            return payload
+        found = _known_writers().get(payload[2:10])
+        if found is None:
+            raise UnknownSchema(f"unknown writer schema fingerprint {payload[2:10].hex()}")
+        schema_id = self.registry.register(topic, found[0])
+        return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + payload[10:]
+
     def decode(self, payload: bytes) -> tuple[str, dict[str, Any]]:
         return decode(payload, registry=self.registry)
 

@@ -217,3 +217,49 @@ def test_schemas_command_prints_fingerprints(capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().out.count("# fingerprint CRC-64-AVRO") == len(schema_names())
     assert cli(["schemas", "no_such"]) == 2
     assert "known: " in capsys.readouterr().err
+
+
+def test_edge_publishes_confluent_framing_when_a_registry_is_set(
+    make_settings: Callable[..., Settings], registry_server: FakeRegistry
+) -> None:
+    """The edge's raw and dead-letter records switch framing with the setting; readers decode both."""
+    from ingest.app import create_app
+    from ingest.auth import sign_headers
+    from tests.conftest import TEST_APP_KEY, TEST_APP_SECRET, sample_bytes
+
+    settings = make_settings(schema_registry_url=registry_server.url)
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+                headers = sign_headers(TEST_APP_KEY, TEST_APP_SECRET, scheme="aksk")
+                ok = await client.post("/notify/voice", content=sample_bytes("voice_notify_cdr_single.json"),
+                                       headers=headers)
+                assert ok.status_code == 200, ok.text
+                refused = await client.post("/notify/voice", content=b"not json",
+                                            headers=sign_headers(TEST_APP_KEY, TEST_APP_SECRET, scheme="aksk"))
+                assert refused.status_code == 400, refused.text
+        values: dict[str, list[bytes]] = {settings.raw_topic: [], settings.dead_topic: []}
+        consumer = AIOKafkaConsumer(settings.raw_topic, settings.dead_topic,
+                                    **consumer_kwargs(settings, group_id=None))
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + 15
+            while sum(map(len, values.values())) < 2 and time.monotonic() < deadline:
+                for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                    values[tp.topic].extend(r.value for r in records)
+        finally:
+            await consumer.stop()
+        return values[settings.raw_topic], values[settings.dead_topic]
+
+    raw, dead = asyncio.run(scenario())
+    assert len(raw) == 1 and len(dead) == 1
+    assert framing(raw[0]) == framing(dead[0]) == "confluent"
+    assert set(registry_server.subjects) == {f"{settings.raw_topic}-value", f"{settings.dead_topic}-value"}
+    reader = Serializer(settings)
+    name, record = reader.decode(raw[0])
+    assert name == "raw_envelope" and record["body"] == sample_bytes("voice_notify_cdr_single.json")
+    name, record = reader.decode(dead[0])
+    assert name == "dead_letter" and record["reason"] == "not_json" and record["body"] == b"not json"
