@@ -15,8 +15,7 @@ from callstream.kafka import ensure_topics
 from callstream.reconcile import ReconcileMetrics, main, reconcile
 from callstream.settings import Settings
 from callstream.sim_calls import build_pushes, generate_calls
-from consumers.runner import run_consumer
-from tests.chaos.harness import ASGI_BASE, asgi_edge, await_until, drive_recorded
+from tests.chaos.harness import ASGI_BASE, asgi_edge, await_until, consumer_running, drive_recorded
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY
 
 pytestmark = pytest.mark.timeout(180)
@@ -28,10 +27,7 @@ async def load_simulated(settings: Settings, calls: int = 30) -> tuple[datetime,
     started = datetime.now(UTC) - timedelta(seconds=1)
     plan = build_pushes(generate_calls(11, calls, voice_app=TEST_APP_KEY, privacy_app=TEST_PRIVACY_APP_KEY), 11,
                         bad_fraction=0.1, duplicate_fraction=0.2)
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    task = asyncio.create_task(run_consumer(settings, stop, registry=CollectorRegistry(), ready=ready))
-    try:
+    async with consumer_running(settings):  # migrated and assigned before the first push
         async with asgi_edge(settings) as client:
             result = await drive_recorded(client, ASGI_BASE, plan.pushes)
         assert all(o.accepted for o in result.outcomes if o.push.expect_ok)
@@ -41,9 +37,6 @@ async def load_simulated(settings: Settings, calls: int = 30) -> tuple[datetime,
             return report.ok and report.total("loaded") > 0
 
         await await_until(loaded, 60, "everything loaded", interval_s=0.5)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
     return started, result.count(200)
 
 

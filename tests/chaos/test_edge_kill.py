@@ -23,12 +23,12 @@ from tests.chaos.oracle import edge_dead_letters, judge, wait_drained
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 
-@pytest.mark.parametrize(("calls", "kills", "rate"), [
-    pytest.param(80, 1, 40.0, id="short"),
-    pytest.param(2000, 4, 100.0, id="long", marks=pytest.mark.slow),
+@pytest.mark.parametrize(("calls", "kills", "rate", "down_s"), [
+    pytest.param(80, 1, 40.0, 0.5, id="short"),
+    pytest.param(2000, 4, 100.0, 1.0, id="long", marks=pytest.mark.slow),
 ])
 def test_edge_sigkill_under_load(make_settings: Callable[..., Settings], tmp_path: Path, calls: int, kills: int,
-                                 rate: float) -> None:
+                                 rate: float, down_s: float) -> None:
     settings = make_settings(ack_timeout_s=1.0)
     plan = make_plan(41, calls, bad_fraction=0.05, duplicate_fraction=0.05)
     outcomes = [Outcome(p) for p in plan.pushes]
@@ -54,6 +54,7 @@ def test_edge_sigkill_under_load(make_settings: Callable[..., Settings], tmp_pat
                         killed_at = time.monotonic()
                         edges[-1].signal(signal.SIGKILL)
                         edges[-1].process.wait(10)  # type: ignore[union-attr]
+                        await asyncio.sleep(down_s)  # the fault: the edge stays down this long under traffic
                         edges.append(start_edge(settings, tmp_path / f"edge-{k + 1}.log", port)[0])
                         await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30)
                         downtimes.append(time.monotonic() - killed_at)
