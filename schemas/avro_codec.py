@@ -40,7 +40,7 @@ def schema_json(name: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=None)
 def parsed_schema(name: str) -> Any:
-    return fastavro.parse_schema(schema_json(name), _write_hint=False, _force=True)
+    return fastavro.parse_schema(schema_json(name))
 
 
 @lru_cache(maxsize=None)
