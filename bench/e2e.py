@@ -223,7 +223,7 @@ def run(rate: float, duration: float) -> dict[str, Any]:
         "callstream_per_s": loaded_per_s,
         "ratio": round(loaded_per_s / rate, 3),
         "p50_ms": float(p50), "p99_ms": float(p99), "p999_ms": float(p999), "max_ms": float(max_ms),
-        "rss_mb": rss["edge"] + rss["up_consumer_store"],
+        "rss_mb": round(rss["edge"] + rss["up_consumer_store"], 1),
         "rss_mb_by_process": rss,
         "rows_expected": gen["rows"], "rows_loaded": int(rows), "rows_per_s": round(rows / span_s, 1),
         "pushes_loaded": int(pushes_loaded),
