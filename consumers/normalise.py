@@ -128,8 +128,9 @@ def _convert(
     """Fill ``row`` from ``record`` following ``spec``; returns the unknown keys (``extra``)."""
     extra: dict[str, Any] = {}
     bad: dict[str, Any] = {}
+    get = spec.get
     for key, value in record.items():
-        target = spec.get(key)
+        target = get(key)
         if target is None:
             extra[key] = value
             continue
@@ -137,7 +138,7 @@ def _convert(
         if value is None:
             continue
         if kind is STR:
-            if isinstance(value, str):
+            if type(value) is str or isinstance(value, str):
                 row[column] = value
             elif isinstance(value, (int, float)):
                 row[column] = str(value)

@@ -80,6 +80,7 @@ HASH_PREFIX = "h:"
 PEPPER_FILE = "number_pepper"  # under the data dir when `callstream up` generates one
 _HASH_RE = re.compile(r"^h:[0-9a-f]{32}$")
 _EMBEDDED_RE = re.compile(r"\+\d{6,15}")
+_MEMO_MAX = 200_000  # protected forms remembered per policy (about 30 MB at most)
 # Events whose X (or display) number is on a known side: callin is A -> X; the others X/display -> B.
 _X_SIDE_BY_EVENT = {
     "callin": "called",
@@ -151,6 +152,9 @@ class Policy:
     modes: dict[str, Mode] = field(default_factory=dict)
     pepper: bytes = field(default=b"", repr=False)
     publish_recording_urls: bool = False
+    #: (mode, value) -> protected value; numbers repeat across rows (callers, X numbers), HMAC does not
+    _memo: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _inert: bool = field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str, *, pepper: bytes = b"", publish_recording_urls: bool = False) -> Policy:
@@ -176,22 +180,37 @@ class Policy:
             )
         return cls(modes=modes, pepper=pepper, publish_recording_urls=publish_recording_urls)
 
+    def __post_init__(self) -> None:
+        inert = self.publish_recording_urls and all(mode == "keep" for mode in self.modes.values())
+        object.__setattr__(self, "_inert", inert)  # the modes never change: decide once
+
     @property
     def inert(self) -> bool:
         """Nothing to do: every number kept and recording URLs published."""
-        return self.publish_recording_urls and all(mode == "keep" for mode in self.modes.values())
+        return self._inert
 
     def mode(self, column: str) -> Mode:
         return self.modes.get(column, "keep")
 
     def apply(self, mode: Mode, value: str) -> str:
-        if not value or "*" in value or _HASH_RE.match(value):
-            return value  # empty or already protected (replays stay stable)
-        if mode == "hash":
-            return keyed_hash(value, self.pepper)
-        if mode == "mask":
-            return mask(value)
-        return value
+        if mode == "keep" or not value:
+            return value
+        memo = self._memo
+        key = (mode, value)
+        out = memo.get(key)
+        if out is None:
+            if "*" in value or _HASH_RE.match(value):
+                out = value  # already protected (replays stay stable)
+            elif mode == "hash":
+                out = keyed_hash(value, self.pepper)
+            elif mode == "mask":
+                out = mask(value)
+            else:
+                out = value
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[key] = out
+        return out
 
     def protected_forms(self, number: str) -> set[str]:
         """Every form ``number`` can take in the store under this policy (the clear form included)."""
@@ -261,51 +280,72 @@ def x_numbers(kind: str, record: dict[str, Any]) -> set[str]:
 
 
 def _json_x_numbers(node: Any, found: set[str]) -> None:
-    if isinstance(node, dict):
-        for key in ("bindNum", "fwdDisplayNum"):
-            if isinstance(node.get(key), str) and node[key]:
-                found.add(node[key])
-        event_type = node.get("eventType")
-        info = node.get("statusInfo")
-        if isinstance(event_type, str) and isinstance(info, dict):
-            side = _X_SIDE_BY_EVENT.get(event_type)
-            if side and isinstance(info.get(side), str) and info[side]:
-                found.add(info[side])
-        for child in node.values():
-            _json_x_numbers(child, found)
-    elif isinstance(node, list):
-        for child in node:
-            _json_x_numbers(child, found)
+    stack = [node]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node = pop()
+        if isinstance(node, dict):
+            for key in ("bindNum", "fwdDisplayNum"):
+                value = node.get(key)
+                if isinstance(value, str) and value:
+                    found.add(value)
+            event_type = node.get("eventType")
+            info = node.get("statusInfo")
+            if isinstance(event_type, str) and isinstance(info, dict):
+                side = _X_SIDE_BY_EVENT.get(event_type)
+                if side and isinstance(info.get(side), str) and info[side]:
+                    found.add(info[side])
+            for child in node.values():
+                if isinstance(child, (dict, list)):
+                    push(child)
+        elif isinstance(node, list):
+            for child in node:
+                if isinstance(child, (dict, list)):
+                    push(child)
+
+
+# Text this policy could touch: a known JSON key or an embedded number (one scan instead of fifteen).
+_TOUCHABLE_RE = re.compile("|".join([*(re.escape(key) for key in _JSON_NEEDLES), _EMBEDDED_RE.pattern]))
 
 
 class _Protector:
     def __init__(self, policy: Policy, xs: set[str]) -> None:
         self.policy = policy
         self.xs = xs
+        self.apply = policy.apply
+        self.x_mode = policy.mode("bind_num")
+        self.embedded_mode = policy.mode("embedded")
+        self.drop_urls = not policy.publish_recording_urls
 
     def number(self, column: str, value: str) -> str:
         if value in self.xs:
-            return self.policy.apply(self.policy.mode("bind_num"), value)
-        return self.policy.apply(self.policy.mode(column), value)
+            return self.apply(self.x_mode, value)
+        return self.apply(self.policy.modes.get(column, "keep"), value)
 
     def embedded(self, text: str) -> str:
+        if "+" not in text:
+            return text  # every embedded number starts with "+"
+        apply, mode = self.apply, self.embedded_mode
+
         def one(match: re.Match[str]) -> str:  # context-free, so one sessionId is stored alike everywhere
-            return self.policy.apply(self.policy.mode("embedded"), match.group(0))
+            return apply(mode, match.group(0))
 
         return _EMBEDDED_RE.sub(one, text)
 
     def json_node(self, node: Any) -> Any:
         if isinstance(node, dict):
             out: dict[str, Any] = {}
+            drop_urls = self.drop_urls
             for key, value in node.items():
-                if key in URL_JSON_KEYS and not self.policy.publish_recording_urls:
+                if drop_urls and key in URL_JSON_KEYS:
                     continue
                 if isinstance(value, str):
-                    if key in JSON_KEYS:
-                        value = self.number(JSON_KEYS[key], value)
+                    column = JSON_KEYS.get(key)
+                    if column is not None:
+                        value = self.number(column, value)
                     elif key in SESSION_JSON_KEYS:
                         value = self.embedded(value)
-                else:
+                elif isinstance(value, (dict, list)):
                     value = self.json_node(value)
                 out[key] = value
             return out
@@ -315,7 +355,7 @@ class _Protector:
 
     def text(self, text: str) -> str:
         """Rewrite a JSON document; text that is not JSON gets its embedded numbers protected."""
-        if not text or (not any(key in text for key in _JSON_NEEDLES) and not _EMBEDDED_RE.search(text)):
+        if not text or not _TOUCHABLE_RE.search(text):
             return text  # e.g. extra == "{}": nothing this policy could touch
         try:
             doc = orjson.loads(text)
@@ -339,16 +379,28 @@ def protect_record(kind: str, record: dict[str, Any], policy: Policy) -> dict[st
     out = dict(record)
     for column in _HANDLED_COLUMNS.intersection(record):
         value = record[column]
-        if column in URL_COLUMNS:
+        handling = _COLUMN_HANDLING[column]
+        if handling is _URL:
             if not policy.publish_recording_urls and value:
                 out[column] = ""
-        elif column in NUMBER_COLUMNS and isinstance(value, str):
-            out[column] = protector.number(column, value)
-        elif column in SESSION_COLUMNS and isinstance(value, str):
-            out[column] = protector.embedded(value)
-        elif column in JSON_COLUMNS:
+        elif handling is _NUMBER:
+            if isinstance(value, str):
+                out[column] = protector.number(column, value)
+        elif handling is _SESSION:
+            if isinstance(value, str):
+                out[column] = protector.embedded(value)
+        elif isinstance(value, str):  # JSON
+            out[column] = protector.text(value)
+        else:
             out[column] = _rewrite(value, protector.text)
     return out
+
+
+_URL, _NUMBER, _SESSION, _JSON = "url", "number", "session", "json"
+_COLUMN_HANDLING: dict[str, str] = {
+    **{c: _JSON for c in JSON_COLUMNS}, **{c: _SESSION for c in SESSION_COLUMNS},
+    **{c: _NUMBER for c in NUMBER_COLUMNS}, **{c: _URL for c in URL_COLUMNS},
+}
 
 
 def _rewrite(value: Any, func: Callable[[str], str]) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from callstream.settings import Settings
-from consumers.numbers import policy_from_settings, protect_record
+from consumers.numbers import Policy, policy_from_settings, protect_record
 
 NUMBER_COLUMNS = (
     "caller_num", "callee_num", "fwd_display_num", "fwd_dst_num", "bind_num",
@@ -20,4 +20,18 @@ NUMBER_COLUMNS = (
 def protect_numbers(record: dict[str, Any], settings: Settings, kind: str = "") -> dict[str, Any]:
     """A copy of ``record`` (a row of table ``kind``) with numbers, raw JSON and recording URLs protected
     per ``settings.number_protection`` (rules in ``consumers/numbers.py``)."""
-    return protect_record(kind, record, policy_from_settings(settings))
+    cached = _last_policy
+    if cached is not None and cached[0] is settings:
+        policy = cached[1]
+    else:
+        policy = policy_from_settings(settings)
+        _remember(settings, policy)
+    return protect_record(kind, record, policy)
+
+
+_last_policy: tuple[Settings, Policy] | None = None  # settings objects are frozen: one lookup per object
+
+
+def _remember(settings: Settings, policy: Policy) -> None:
+    global _last_policy
+    _last_policy = (settings, policy)

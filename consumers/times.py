@@ -48,8 +48,25 @@ def _from_epoch(number: float) -> int:
     return ms
 
 
+_parsed: dict[str, int | None] = {}  # body text -> result; calls share their seconds across pushes
+
+
 def parse_time_ms(value: object) -> int | None:
     """Epoch milliseconds UTC for a body time; ``None`` when absent; ``ValueError`` when garbage."""
+    if type(value) is str:
+        try:
+            return _parsed[value]
+        except KeyError:
+            pass
+        result = _parse_time_ms(value)  # garbage raises and is not remembered
+        if len(_parsed) >= 50_000:
+            _parsed.clear()
+        _parsed[value] = result
+        return result
+    return _parse_time_ms(value)
+
+
+def _parse_time_ms(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
