@@ -45,7 +45,7 @@ def summary_table(results: dict[str, dict[str, object]]) -> str:
         met = "-" if targets is None else ("yes" if targets is True else str(targets))
         rows.append([name, *(_fmt(data.get(col)) for col in COLUMNS), met])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

@@ -348,7 +348,7 @@ def build_pushes(
     numbers: list[str] = []
     privacy_app = next((c.app_key for c in calls if c.service == "privacy"), "")
     if privacy_app:
-        for n in range(max(1, len(calls) // numstatus_every)):
+        for _ in range(max(1, len(calls) // numstatus_every)):
             entries = []
             for _ in range(rng.randint(1, 3)):
                 number = f"+86170{seed % 1000:03d}{len(numbers):05d}"

@@ -61,7 +61,7 @@ def test_merge_tree_tables_become_replicated_local_plus_distributed(settings: Se
             f"CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER prod AS {db}.{table}_local "
             f"ENGINE = Distributed(prod, {db}, {table}_local, {key})"
         ) in clustered
-    assert clustered.count(f"ENGINE = Replicated") == len(tables)
+    assert clustered.count("ENGINE = Replicated") == len(tables)
     assert clustered.count(REPLICA_PATH) == len(tables)
     assert "non_replicated_deduplication_window" not in clustered
     assert "replicated_deduplication_window = 10000" in clustered
