@@ -20,7 +20,7 @@ from aiokafka.partitioner import murmur2
 
 from callstream.errors import BrokerUnavailable
 from callstream.settings import Settings
-from schemas.avro_codec import encode
+from consumers.avro_rows import encode_row
 
 # table -> (schema name, CloudEvents kind, key column, time column, time unit per second)
 ROUTES: dict[str, tuple[str, str, str, str, int]] = {
@@ -45,7 +45,7 @@ def _rfc3339(value: int, per_second: int) -> bytes:
 def to_message(table: str, row: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(key, Avro value, headers) for one row."""
     schema, kind, key_column, time_column, per_second = ROUTES[table]
-    value = encode(schema, {**row, "dedup_key": str(row["dedup_key"])})
+    value = encode_row(schema, {**row, "dedup_key": str(row["dedup_key"])})
     service = row["service"]
     subject = row[key_column].encode()
     headers = [
