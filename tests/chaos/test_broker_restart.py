@@ -2,8 +2,11 @@
 
 While it is down the edge answers 503 (never 200). The embedded broker keeps data in memory only, so a
 crash loses what it held and the consumer had not loaded yet: that figure is measured (records that got
-a 200 before the crash and are not in ClickHouse after recovery). After the restart the consumer resumes
-on the new, empty broker, and every push that gets a 200 from then on is loaded exactly once.
+a 200 before the crash and are not in ClickHouse after recovery). The consumer is restarted with the
+broker, as the stack restarts them together: a consumer that outlives a wipe of a memory-only broker keeps
+its old fetch positions and would skip the first records of the new log once it outgrows them (seen in
+the long variant before the restart was added). After the restart every push that gets a 200 is loaded
+exactly once.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def test_broker_crash_and_restart_under_load(make_settings: Callable[..., Settin
     async def run() -> tuple[DriveResult, DriveResult, float, float]:
         await ensure_topics(settings)
         async with asgi_edge(settings) as client:
-            consumer = consumer_running(settings)
+            # a consumer cannot leave its group cleanly while the broker is dead: give it 5 s, then cancel it
+            consumer = consumer_running(settings, stop_timeout_s=5)
             task = await consumer.__aenter__()
             try:
                 drive = asyncio.create_task(drive_recorded(client, ASGI_BASE, before.pushes, rate=calls / 3,
@@ -49,6 +53,7 @@ def test_broker_crash_and_restart_under_load(make_settings: Callable[..., Settin
                     await asyncio.sleep(0.01)
                 await asyncio.to_thread(broker.kill)
                 killed_at = time.monotonic()
+                stopping = asyncio.create_task(consumer.__aexit__(None, None, None))  # the unit restarts together
                 # while it is down: fresh pushes are answered 503, never 200
                 probe_statuses = []
                 for push in probes.pushes[:20]:
@@ -57,19 +62,18 @@ def test_broker_crash_and_restart_under_load(make_settings: Callable[..., Settin
                                                  headers=signed_headers(push, url, __import__("random").Random(1)))
                     probe_statuses.append(response.status_code)
                 assert set(probe_statuses) == {503}, probe_statuses
+                await stopping
+                figures["consumer_stop_s"] = round(time.monotonic() - killed_at, 2)
                 await asyncio.sleep(max(0.0, down_s - (time.monotonic() - killed_at)))
                 await asyncio.to_thread(broker.start)
                 restarted_at = time.monotonic()
                 await ensure_topics(settings)
+                consumer = consumer_running(settings)
+                task = await consumer.__aenter__()
+                assert not task.done()
+                figures["consumer_ready_after_restart_s"] = round(time.monotonic() - restarted_at, 2)
                 figures["probe_503"] = len(probe_statuses)
                 result_before = await asyncio.wait_for(drive, 120)
-                if task.done():  # the consumer gave up on the dead broker: start a new one, as a supervisor would
-                    figures["consumer_restarted"] = repr(task.exception())
-                    await consumer.__aexit__(None, None, None)
-                    consumer = consumer_running(settings)
-                    task = await consumer.__aenter__()
-                else:
-                    figures["consumer_restarted"] = False
                 result_after = await drive_recorded(client, ASGI_BASE, after.pushes)
                 figures["first_200_after_restart_s"] = round(min(
                     (t - restarted_at for o in result_before.outcomes + result_after.outcomes
