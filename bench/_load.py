@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,9 +121,12 @@ async def closed_loop(host: str, port: int, connections: int, duration_s: float,
             **_percentiles(latencies)}
 
 
-async def fixed_rate(host: str, port: int, rate: float, duration_s: float, connections: int) -> dict[str, object]:
-    total = int(rate * duration_s)
-    requests = [r for r, _ in zip(request_stream(host, port), range(total), strict=False)]
+async def send_at_rate(host: str, port: int, requests: list[bytes], rate: float, connections: int) -> dict[str, Any]:
+    """Send prebuilt ``requests`` at ``rate``/s over keep-alive connections.
+
+    Latency is measured from each request's scheduled time, so a stalled server cannot hide its
+    queueing (no coordinated omission).
+    """
     idle: asyncio.Queue[Connection] = asyncio.Queue()
     for conn in await _connect(host, port, connections):
         idle.put_nowait(conn)
@@ -151,9 +155,15 @@ async def fixed_rate(host: str, port: int, rate: float, duration_s: float, conne
     while not idle.empty():
         idle.get_nowait().writer.close()
     done = sum(statuses.values())
-    return {"mode": "fixed", "rate": rate, "duration_s": duration_s, "requests": done,
-            "statuses": {str(k): v for k, v in statuses.items()}, "per_s": round(done / elapsed, 1),
-            **_percentiles(latencies)}
+    return {"requests": done, "statuses": {str(k): v for k, v in statuses.items()},
+            "per_s": round(done / elapsed, 1), **_percentiles(latencies)}
+
+
+async def fixed_rate(host: str, port: int, rate: float, duration_s: float, connections: int) -> dict[str, object]:
+    total = int(rate * duration_s)
+    requests = [r for r, _ in zip(request_stream(host, port), range(total), strict=False)]
+    result = await send_at_rate(host, port, requests, rate, connections)
+    return {"mode": "fixed", "rate": rate, "duration_s": duration_s, **result}
 
 
 def main() -> int:

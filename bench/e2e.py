@@ -16,7 +16,6 @@ process (consumer + embedded store + SQL endpoint). Target: p99 <= 2 s at 1,000/
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._load import BENCH_APPS, PUBLIC_BASE_URL, SAMPLES, _connect, _percentiles, bench_apps_env  # noqa: E402
+from bench._load import BENCH_APPS, PUBLIC_BASE_URL, SAMPLES, bench_apps_env, send_at_rate  # noqa: E402
 from callstream.broker import free_port  # noqa: E402
 from callstream.credentials import read_stack_file  # noqa: E402
 from ingest.auth import sign_headers  # noqa: E402
@@ -77,43 +75,11 @@ def unique_requests(host: str, port: int, total: int, run_id: str) -> tuple[list
     return out, rows
 
 
-async def fixed_rate(port: int, requests: list[bytes], rate: float, connections: int) -> dict[str, Any]:
-    """Send ``requests`` at ``rate``/s; latency from the scheduled time (no coordinated omission)."""
-    idle: asyncio.Queue[Any] = asyncio.Queue()
-    for conn in await _connect("127.0.0.1", port, connections):
-        idle.put_nowait(conn)
-    statuses: Counter[int] = Counter()
-    latencies: list[float] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(request: bytes, scheduled: float) -> None:
-        conn = await idle.get()
-        statuses[await conn.roundtrip(request)] += 1
-        latencies.append(time.perf_counter() - scheduled)
-        idle.put_nowait(conn)
-
-    start = time.perf_counter()
-    for i, request in enumerate(requests):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0.001:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(request, scheduled))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    while not idle.empty():
-        idle.get_nowait().writer.close()
-    return {"requests": sum(statuses.values()), "statuses": {str(k): v for k, v in statuses.items()},
-            "per_s": round(sum(statuses.values()) / elapsed, 1), **_percentiles(latencies)}
-
-
 def generate_main(port: int, rate: float, duration: float, run_id: str) -> int:
     import uvloop
 
     requests, rows = unique_requests("127.0.0.1", port, int(rate * duration), run_id)
-    result = uvloop.run(fixed_rate(port, requests, rate, connections=64))
+    result = uvloop.run(send_at_rate("127.0.0.1", port, requests, rate, connections=64))
     result["rows"] = rows
     print(json.dumps(result))
     return 0
