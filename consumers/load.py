@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -108,7 +109,9 @@ class ClickHouseSink:
             return 0
         present = rows[0].keys()
         cols = [c for c in self.columns(table) if c in present]
-        data = [[row[c] for row in rows] for c in cols]
+        # rows -> columns in C (itemgetter + zip): the same KeyError as indexing for a missing column
+        data = list(zip(*map(itemgetter(*cols), rows), strict=True)) if len(cols) > 1 else [
+            [row[cols[0]] for row in rows]]
         token = token or insert_token(table, rows)
 
         def run() -> None:

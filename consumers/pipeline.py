@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from consumers.republish import republish
 from schemas.avro_codec import encode
 
 ROW_TABLES = ("cdrs", "call_events", "number_status")
+_STEP = 500  # records or rows between two turns of the event loop in prepare_async
 
 
 @dataclass
@@ -92,19 +94,42 @@ class Pipeline:
 
     # --- CPU part ---------------------------------------------------------------------------
     def prepare(self, records: list[ConsumerRecord]) -> Batch:
+        steps = self._prepare(records)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def prepare_async(self, records: list[ConsumerRecord]) -> Batch:
+        """``prepare``, giving the event loop a turn every few hundred records so that the previous
+        batch's delivery (Kafka acks, the ClickHouse insert thread) proceeds meanwhile."""
+        steps = self._prepare(records)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            await asyncio.sleep(0)
+
+    def _prepare(self, records: list[ConsumerRecord]) -> Generator[None, None, Batch]:
         notifications: list[Notification] = []
         out = Normalised()
         offsets: dict[Any, int] = {}
-        for rec in records:
-            tp = (rec.topic, rec.partition)
-            offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
-            try:
-                notifications.append(decode_envelope(rec.value, rec.topic, rec.partition, rec.offset))
-            except NormaliseError as exc:
-                bad = Notification(f"{rec.topic}:{rec.partition}:{rec.offset}", int(time.time() * 1_000_000),
-                                   "", "", "", "", rec.value or b"", rec.topic, rec.partition, rec.offset)
-                out.failures.append(Failure(bad, -1, "decode", exc.reason, str(exc)))
-        normalise(notifications, out)
+        for start in range(0, len(records), _STEP):
+            for rec in records[start:start + _STEP]:
+                tp = (rec.topic, rec.partition)
+                offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
+                try:
+                    notifications.append(decode_envelope(rec.value, rec.topic, rec.partition, rec.offset))
+                except NormaliseError as exc:
+                    bad = Notification(f"{rec.topic}:{rec.partition}:{rec.offset}", int(time.time() * 1_000_000),
+                                       "", "", "", "", rec.value or b"", rec.topic, rec.partition, rec.offset)
+                    out.failures.append(Failure(bad, -1, "decode", exc.reason, str(exc)))
+            yield
+        for start in range(0, len(notifications), _STEP):
+            normalise(notifications[start:start + _STEP], out)
+            yield
         settings = self.settings
         note = Enriched()
         cdrs, events, statuses = out.cdrs, out.events, out.statuses
@@ -115,6 +140,7 @@ class Pipeline:
             enrich_event(row, note, legs)
         for row in statuses:
             enrich_status(row, note)
+        yield
         m = self.metrics
         m.received.inc(len(records))
         for name in out.invalid:
@@ -128,7 +154,11 @@ class Pipeline:
             assign_keys(table, rows)  # keys and legs use the numbers as received ...
             rows, in_batch = unique_in_batch(rows)
             rows, recent = self.recent.split(table, rows)
-            tables[table] = [protect_numbers(r, settings) for r in rows]  # ... stored/published protected
+            protected: list[dict[str, Any]] = []
+            for start in range(0, len(rows), _STEP):
+                protected += [protect_numbers(r, settings) for r in rows[start:start + _STEP]]  # ... stored/
+                yield  # published protected
+            tables[table] = protected
             if in_batch + recent:
                 m.discarded.labels("duplicate").inc(in_batch + recent)
         return Batch(notifications, tables, out.failures, offsets, len(records))

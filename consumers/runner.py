@@ -163,19 +163,42 @@ async def _loop(
     settings: Settings, stop: asyncio.Event, consumer: AIOKafkaConsumer, pipeline: Pipeline,
     ready: asyncio.Event | None,
 ) -> None:
+    """Poll, prepare, deliver, commit. While batch N is delivered (Kafka acks, the ClickHouse insert in
+    a thread), the records polled after it are prepared as batch N+1; N+1 is delivered only after
+    N is loaded and committed. The consumer is never polled while a delivery is in flight (the
+    delivery itself polls it while it backs off)."""
     lags: dict[Any, int] = {}
     metrics = pipeline.metrics
-    while not stop.is_set():
-        polled = await consumer.getmany(timeout_ms=settings.flush_interval_ms, max_records=settings.batch_max_events)
-        if ready is not None and not ready.is_set() and consumer.assignment():
-            ready.set()
-        records = [rec for recs in polled.values() for rec in recs]
-        if not records:
+    pending: tuple[Batch, float] | None = None  # prepared, not yet delivered
+    while not stop.is_set() or pending is not None:
+        records: list[Any] = []
+        if not stop.is_set():  # stopping: deliver the prepared batch, poll nothing new
+            # with a batch waiting, take only what is already fetched: do not delay its delivery
+            timeout_ms = 0 if pending is not None else settings.flush_interval_ms
+            polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_events)
+            if ready is not None and not ready.is_set() and consumer.assignment():
+                ready.set()
+            records = [rec for recs in polled.values() for rec in recs]
+        if pending is None:
+            if records:
+                started = time.perf_counter()
+                pending = (pipeline.prepare(records), started)
             continue
-        started = time.perf_counter()
-        batch = pipeline.prepare(records)
-        if not await deliver_with_retry(pipeline, batch, consumer, stop, settings.load_retry_max_backoff_s):
-            return  # stopped while the store was down: nothing committed, the batch is redelivered
+        batch, started = pending
+        pending = None
+        delivery = asyncio.create_task(
+            deliver_with_retry(pipeline, batch, consumer, stop, settings.load_retry_max_backoff_s))
+        if records:
+            try:
+                next_started = time.perf_counter()
+                pending = (await pipeline.prepare_async(records), next_started)
+            except BaseException:
+                delivery.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await delivery
+                raise
+        if not await delivery:
+            return  # stopped while the store was down: nothing committed, the batches are redelivered
         _crash_hook()
         if not await commit(consumer, batch):
             continue
