@@ -20,7 +20,7 @@ import signal
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, start_http_server
@@ -80,14 +80,96 @@ async def deliver_with_retry(
 
 
 async def commit(consumer: AIOKafkaConsumer, batch: Batch) -> bool:
-    """Commit the batch's offsets; False when the group rebalanced (the new owner redelivers)."""
+    """Commit the batch's offsets; False when the group rebalanced (the new owner redelivers).
+
+    An offset beyond the partition's known end is not committed: the batch was read from a log the
+    broker has since lost (see :class:`LogResetGuard`), and that offset would skip the new log's records."""
     offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in batch.offsets.items()}
+    assigned = consumer.assignment()
+    for tp, meta in list(offsets.items()):
+        high = consumer.highwater(tp) if tp in assigned else None
+        if high is not None and meta.offset > high:
+            log.warning("partition %s: not committing offset %d, beyond the log end %d (broker lost its data?)",
+                        _tp_name(tp), meta.offset, high)
+            del offsets[tp]
+    if not offsets:
+        return True
     try:
         await consumer.commit(offsets)
         return True
     except (CommitFailedError, IllegalStateError) as exc:
         log.warning("offset commit refused after a rebalance; the batch will be redelivered: %s", exc)
         return False
+
+
+def _tp_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+class LogResetGuard(ConsumerRebalanceListener):
+    """Notices that the broker lost a partition's log and re-reads it from the beginning.
+
+    A memory-only broker (the embedded Tansu) that restarts starts its logs again at offset 0 and does
+    not answer OFFSET_OUT_OF_RANGE to a consumer that fetches at its old position: without this check the
+    consumer would skip the new log's first records until the log grows past that position. A position
+    beyond the high watermark of the latest fetch response cannot happen otherwise. Re-reading is
+    harmless (rows are deduplicated by business key). The group's committed offset of a reset partition
+    is set back to 0 as soon as the group accepts a commit (the restarted broker forgot our membership);
+    until then every re-join seeks that partition to 0 again instead of trusting a stale committed offset.
+    """
+
+    def __init__(self, metrics: ConsumerMetrics, interval_s: float = 1.0) -> None:
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self.consumer: AIOKafkaConsumer | None = None
+        self.uncommitted: set[TopicPartition] = set()  # reset, but the group still holds the old offset
+        self._next_check = 0.0
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.consumer is not None:
+            for tp in self.uncommitted & set(assigned):
+                self.consumer.seek(tp, 0)
+
+    async def check(self, consumer: AIOKafkaConsumer, polled_nothing: bool) -> list[TopicPartition]:
+        """Compare position and high watermark of each assigned partition (when the poll returned
+        nothing, else at most every ``interval_s``); re-read the partitions whose log is shorter."""
+        now = time.monotonic()
+        if not polled_nothing and now < self._next_check:
+            return []
+        self._next_check = now + self.interval_s
+        truncated: list[TopicPartition] = []
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 0.2)
+            except (TimeoutError, IllegalStateError):
+                continue  # being reset or revoked right now: look again next time
+            if position > high:
+                log.warning("partition %s: log is shorter than our position (%d > end %d; broker lost its data?); "
+                            "re-reading from the beginning", _tp_name(tp), position, high)
+                consumer.seek(tp, 0)  # below the log start of a real cluster: its out-of-range reset applies
+                truncated.append(tp)
+        if truncated:
+            self.metrics.errors.labels("log_truncated").inc(len(truncated))
+            self.uncommitted |= set(truncated)
+        await self._commit_starts(consumer)
+        return truncated
+
+    async def _commit_starts(self, consumer: AIOKafkaConsumer) -> None:
+        starts = {tp: OffsetAndMetadata(0, "") for tp in self.uncommitted & consumer.assignment()}
+        if not starts:
+            return
+        try:
+            await consumer.commit(starts)
+        except (KafkaError, IllegalStateError) as exc:
+            log.info("the group does not take the reset offsets yet (retrying): %r", exc)
+            return
+        self.uncommitted -= set(starts)
 
 
 def _update_lag(consumer: AIOKafkaConsumer, batch: Batch, lags: dict[Any, int], metrics: ConsumerMetrics) -> None:
@@ -128,12 +210,15 @@ async def run_consumer(
     sink = sink or ClickHouseSink(client, settings.clickhouse_database)
     await ensure_topics(settings)
     producer = AIOKafkaProducer(**producer_kwargs(settings, client_id="callstream-consumer"))
-    consumer = AIOKafkaConsumer(settings.raw_topic, **consumer_kwargs(settings, client_id="callstream-consumer"))
+    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, client_id="callstream-consumer"))
+    log_reset = LogResetGuard(metrics)
+    log_reset.consumer = consumer
+    consumer.subscribe([settings.raw_topic], listener=log_reset)
     await producer.start()
     try:
         await consumer.start()
         try:
-            await _loop(settings, stop, consumer, Pipeline(settings, sink, producer, metrics), ready)
+            await _loop(settings, stop, consumer, Pipeline(settings, sink, producer, metrics), ready, log_reset)
         finally:
             await consumer.stop()
     finally:
@@ -161,7 +246,7 @@ def _crash_hook() -> None:
 
 async def _loop(
     settings: Settings, stop: asyncio.Event, consumer: AIOKafkaConsumer, pipeline: Pipeline,
-    ready: asyncio.Event | None,
+    ready: asyncio.Event | None, log_reset: LogResetGuard | None = None,
 ) -> None:
     """Poll, prepare, deliver, commit. While batch N is delivered (Kafka acks, the ClickHouse insert in
     a thread), the records polled after it are prepared as batch N+1; N+1 is delivered only after
@@ -170,6 +255,7 @@ async def _loop(
     lags: dict[Any, int] = {}
     metrics = pipeline.metrics
     pending: tuple[Batch, float] | None = None  # prepared, not yet delivered
+    log_reset = log_reset or LogResetGuard(metrics)
     while not stop.is_set() or pending is not None:
         records: list[Any] = []
         if not stop.is_set():  # stopping: deliver the prepared batch, poll nothing new
@@ -179,6 +265,7 @@ async def _loop(
             if ready is not None and not ready.is_set() and consumer.assignment():
                 ready.set()
             records = [rec for recs in polled.values() for rec in recs]
+            await log_reset.check(consumer, polled_nothing=not records)
         if pending is None:
             if records:
                 started = time.perf_counter()
