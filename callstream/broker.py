@@ -65,6 +65,15 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process ended on its own (negative: killed by that signal)."""
+        return self._process.poll() if self._process is not None else None
+
     def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

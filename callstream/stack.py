@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import uvicorn
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
 
 from callstream import query_server, store
 from callstream.broker import EmbeddedBroker, wait_for_port
@@ -161,6 +163,39 @@ def _loopback(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
+BROKER_RESTART_ATTEMPTS = 5
+
+
+async def restart_broker(broker: EmbeddedBroker, settings: Settings, consumer_registry: CollectorRegistry,
+                         stop: asyncio.Event) -> bool:
+    """The embedded broker's process ended on its own: say what was lost, start a new one on the same
+    port and re-create the topics. The edge's producer and the consumer reconnect by themselves (the
+    consumer re-reads the new, shorter logs from the beginning). False if it cannot be brought back."""
+    lag = consumer_registry.get_sample_value("callstream_consumer_lag_events")
+    log.error(
+        "the embedded broker (pid %s) exited with code %s. It kept messages in memory only, so these are lost: "
+        "pushes acknowledged (200) but not yet loaded into ClickHouse (the consumer's last measured lag: %s "
+        "records), the dead-letter and downstream topics and the consumer group's offsets. Loaded rows are "
+        "safe. Restarting it on %s", broker.pid, broker.returncode, "?" if lag is None else int(lag), broker.bootstrap,
+    )
+    for attempt in range(1, BROKER_RESTART_ATTEMPTS + 1):
+        if stop.is_set():
+            return False
+        try:
+            await asyncio.to_thread(broker.start)
+            await asyncio.wait_for(ensure_topics(settings), 30)
+            log.warning("the embedded broker is back on %s (pid %s); the edge answers 503 until its producer "
+                        "has reconnected, the consumer re-reads the new logs", broker.bootstrap, broker.pid)
+            return True
+        except (OSError, TimeoutError, KafkaError, ConfigError) as exc:
+            log.error("restarting the embedded broker failed (attempt %d of %d): %r", attempt,
+                      BROKER_RESTART_ATTEMPTS, exc)
+            await asyncio.to_thread(broker.stop)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), attempt)
+    return False
+
+
 async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, creds_note: str) -> int:
     from consumers.runner import run_consumer  # the consumer package is optional at import time
     from schemas.migrate import apply_migrations
@@ -197,7 +232,9 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
             query_url = f"http://{_loopback(settings.query_host)}:{settings.query_port}/"
 
         ready = asyncio.Event()
-        consumer_task = asyncio.create_task(run_consumer(settings, consumer_stop, ready=ready))
+        consumer_registry, broker_lost = CollectorRegistry(), asyncio.Event()
+        consumer_task = asyncio.create_task(run_consumer(settings, consumer_stop, ready=ready,
+                                                         registry=consumer_registry, broker_lost=broker_lost))
         edge = _start_edge(settings, data_dir / "edge.log")
         edge_host = _loopback(settings.edge_host)
         deadline = time.monotonic() + 30
@@ -225,6 +262,8 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
             "edge_metrics_url": f"http://{edge_host}:{settings.edge_port}/metrics",
             "kafka_bootstrap": settings.kafka_bootstrap,
             "embedded_broker": broker is not None,
+            "broker_pid": broker.pid if broker is not None else None,
+            "broker_restarts": 0,
             "clickhouse_database": settings.clickhouse_database,
             "credentials": str(credentials_path(data_dir)) if dev_key else "",
             "started_at": time.time(),
@@ -243,6 +282,16 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
                 log.error("the edge exited with code %s; stopping the stack (see %s)", edge.returncode,
                           data_dir / "edge.log")
                 break
+            if broker is not None and not broker.running and not stop.is_set():
+                broker_lost.set()  # the consumer re-reads every partition of the new, empty broker
+                if not await restart_broker(broker, settings, consumer_registry, stop):
+                    if not stop.is_set():
+                        log.error("the embedded broker could not be restarted; stopping the stack (see %s)",
+                                  data_dir / "broker.log")
+                    break
+                info["broker_pid"] = broker.pid
+                info["broker_restarts"] += 1
+                write_stack_file(data_dir, info)
         stop_wait.cancel()
         failed = not stop.is_set()
         print("callstream: stopping (edge, then consumer, then broker) ...", flush=True)
@@ -253,13 +302,20 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
             await asyncio.to_thread(_stop_edge, edge, settings.shutdown_grace_s)
         if consumer_task is not None:
             consumer_stop.set()
+            # with the embedded broker dead the consumer cannot leave its group: do not wait for that long
+            consumer_wait_s = settings.shutdown_grace_s + 20 if broker is None or broker.running else 5
             try:
-                await asyncio.wait_for(asyncio.shield(consumer_task), settings.shutdown_grace_s + 20)
+                await asyncio.wait_for(asyncio.shield(consumer_task), consumer_wait_s)
             except TimeoutError:
                 log.warning("the consumer did not stop in time; cancelling it")
                 consumer_task.cancel()
                 with contextlib.suppress(BaseException):
                     await consumer_task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                log.warning("the consumer ended cancelled while stopping (its broker connection was gone)")
             except Exception:
                 log.exception("the consumer failed")
         if query is not None and query_task is not None:

@@ -82,15 +82,21 @@ async def deliver_with_retry(
 async def commit(consumer: AIOKafkaConsumer, batch: Batch) -> bool:
     """Commit the batch's offsets; False when the group rebalanced (the new owner redelivers).
 
-    An offset beyond the partition's known end is not committed: the batch was read from a log the
-    broker has since lost (see :class:`LogResetGuard`), and that offset would skip the new log's records."""
+    An offset beyond the partition's known end or beyond our position is not committed: the batch was
+    read from a log the broker has since lost, or before the partition was re-read from the beginning
+    (see :class:`LogResetGuard`); that offset would skip records of the new log."""
     offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in batch.offsets.items()}
     assigned = consumer.assignment()
     for tp, meta in list(offsets.items()):
-        high = consumer.highwater(tp) if tp in assigned else None
-        if high is not None and meta.offset > high:
-            log.warning("partition %s: not committing offset %d, beyond the log end %d (broker lost its data?)",
-                        _tp_name(tp), meta.offset, high)
+        if tp not in assigned:
+            continue  # revoked: the commit is refused below
+        limit = consumer.highwater(tp)
+        with contextlib.suppress(TimeoutError, IllegalStateError):  # no position while it is being reset
+            position = await asyncio.wait_for(consumer.position(tp), 0.2)
+            limit = position if limit is None else min(limit, position)
+        if limit is not None and meta.offset > limit:
+            log.warning("partition %s: not committing offset %d, beyond the log end or our position %d "
+                        "(broker lost its data?)", _tp_name(tp), meta.offset, limit)
             del offsets[tp]
     if not offsets:
         return True
@@ -116,26 +122,50 @@ class LogResetGuard(ConsumerRebalanceListener):
     harmless (rows are deduplicated by business key). The group's committed offset of a reset partition
     is set back to 0 as soon as the group accepts a commit (the restarted broker forgot our membership);
     until then every re-join seeks that partition to 0 again instead of trusting a stale committed offset.
+
+    The position check misses a new log that outgrew the old position before the consumer's first fetch
+    from the restarted broker. Whoever restarts the broker (``callstream up``) therefore sets
+    ``broker_lost``: every partition is then re-read from the beginning.
     """
 
-    def __init__(self, metrics: ConsumerMetrics, interval_s: float = 1.0) -> None:
+    def __init__(self, metrics: ConsumerMetrics, interval_s: float = 1.0,
+                 broker_lost: asyncio.Event | None = None) -> None:
         self.metrics = metrics
         self.interval_s = interval_s
+        self.broker_lost = broker_lost
         self.consumer: AIOKafkaConsumer | None = None
         self.uncommitted: set[TopicPartition] = set()  # reset, but the group still holds the old offset
+        self._reset_all = False  # the broker lost everything: reset whatever is (or gets) assigned
         self._next_check = 0.0
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         return None
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        if self.consumer is not None:
-            for tp in self.uncommitted & set(assigned):
-                self.consumer.seek(tp, 0)
+        if self.consumer is None:
+            return
+        if self._reset_all and assigned:
+            self._reset_all = False
+            self._reset(self.consumer, list(assigned))
+        for tp in self.uncommitted & set(assigned):
+            self.consumer.seek(tp, 0)
+
+    def _reset(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            consumer.seek(tp, 0)  # below the log start of a real cluster: its out-of-range reset applies
+        self.metrics.errors.labels("log_truncated").inc(len(partitions))
+        self.uncommitted |= set(partitions)
 
     async def check(self, consumer: AIOKafkaConsumer, polled_nothing: bool) -> list[TopicPartition]:
         """Compare position and high watermark of each assigned partition (when the poll returned
         nothing, else at most every ``interval_s``); re-read the partitions whose log is shorter."""
+        if self.broker_lost is not None and self.broker_lost.is_set():
+            self.broker_lost.clear()
+            self._reset_all = True
+            log.warning("the broker lost its data: re-reading every partition from the beginning")
+        if self._reset_all and consumer.assignment():
+            self._reset_all = False
+            self._reset(consumer, list(consumer.assignment()))
         now = time.monotonic()
         if not polled_nothing and now < self._next_check:
             return []
@@ -152,11 +182,9 @@ class LogResetGuard(ConsumerRebalanceListener):
             if position > high:
                 log.warning("partition %s: log is shorter than our position (%d > end %d; broker lost its data?); "
                             "re-reading from the beginning", _tp_name(tp), position, high)
-                consumer.seek(tp, 0)  # below the log start of a real cluster: its out-of-range reset applies
                 truncated.append(tp)
         if truncated:
-            self.metrics.errors.labels("log_truncated").inc(len(truncated))
-            self.uncommitted |= set(truncated)
+            self._reset(consumer, truncated)
         await self._commit_starts(consumer)
         return truncated
 
@@ -186,6 +214,20 @@ def _update_lag(consumer: AIOKafkaConsumer, batch: Batch, lags: dict[Any, int], 
     metrics.lag.set(sum(lags.values()))
 
 
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``; aiokafka re-raises the cancellation of a fetch that was backing off (the broker
+    is gone), which must not look like a cancellation of this task."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("the Kafka consumer stopped while a fetch was retrying (is the broker gone?)")
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer._client.close()  # stop() skipped it after that cancellation
+
+
 async def run_consumer(
     settings: Settings,
     stop: asyncio.Event,
@@ -194,9 +236,11 @@ async def run_consumer(
     ready: asyncio.Event | None = None,
     migrate: bool = True,
     sink: ClickHouseSink | None = None,
+    broker_lost: asyncio.Event | None = None,
 ) -> None:
     """Consume ``settings.raw_topic`` until ``stop`` is set. ``sink`` replaces the ClickHouse sink
-    (tests wrap it to inject failures at this seam)."""
+    (tests wrap it to inject failures at this seam). Set ``broker_lost`` when the broker restarted
+    without its data: every partition is re-read from the beginning."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = ConsumerMetrics(registry)
     http_server = None
@@ -211,7 +255,7 @@ async def run_consumer(
     await ensure_topics(settings)
     producer = AIOKafkaProducer(**producer_kwargs(settings, client_id="callstream-consumer"))
     consumer = AIOKafkaConsumer(**consumer_kwargs(settings, client_id="callstream-consumer"))
-    log_reset = LogResetGuard(metrics)
+    log_reset = LogResetGuard(metrics, broker_lost=broker_lost)
     log_reset.consumer = consumer
     consumer.subscribe([settings.raw_topic], listener=log_reset)
     await producer.start()
@@ -220,7 +264,7 @@ async def run_consumer(
         try:
             await _loop(settings, stop, consumer, Pipeline(settings, sink, producer, metrics), ready, log_reset)
         finally:
-            await consumer.stop()
+            await _stop_consumer(consumer)
     finally:
         await producer.stop()
         if http_server is not None:
