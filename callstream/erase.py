@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
 from callstream import store
+from callstream.data_lock import hold_data_dir
 from callstream.errors import ConfigError
 from callstream.settings import Settings
 from consumers.numbers import NUMBER_COLUMNS, mask, policy_from_settings
 
-LOCK_FILE = "up.lock"  # the file `callstream up` holds (callstream.stack.LOCK_FILE)
 TEXT_COLUMNS = ("raw", "extra", "body", "session_id")
 _NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
 
@@ -126,23 +124,12 @@ def store_exclusive(settings: Settings) -> Iterator[None]:
     if not settings.clickhouse_is_embedded:
         yield
         return
-    data_dir: Path = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / LOCK_FILE, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            raise ConfigError(
-                f"callstream up runs on {data_dir} (pid {owner}) and owns the embedded store; "
-                "its query endpoint "
-                "is read-only. Stop it, run `callstream erase` again, then start `callstream up`"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with hold_data_dir(
+        settings.data_dir,
+        refusal="callstream up runs on {data_dir} (pid {owner}) and owns the embedded store; its query endpoint "
+        "is read-only. Stop it, run `callstream erase` again, then start `callstream up`",
+    ):
+        yield
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

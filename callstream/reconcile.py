@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable

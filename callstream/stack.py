@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -24,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import uvicorn
 from aiokafka.errors import KafkaError
@@ -32,13 +31,18 @@ from prometheus_client import CollectorRegistry
 
 from callstream import query_server, store
 from callstream.broker import EmbeddedBroker, wait_for_port
-from callstream.credentials import credentials_path, ensure_dev_credentials, remove_stack_file, write_stack_file
+from callstream.credentials import (
+    credentials_path,
+    ensure_dev_credentials,
+    remove_stack_file,
+    write_stack_file,
+)
+from callstream.data_lock import hold_data_dir
 from callstream.errors import ConfigError
 from callstream.kafka import ensure_topics
 from callstream.settings import Settings
 
 log = logging.getLogger("callstream.stack")
-LOCK_FILE = "up.lock"
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -77,28 +81,12 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def data_dir_lock(data_dir: Path) -> Iterator[None]:
+def data_dir_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold ``<data-dir>/up.lock`` while running; a second ``up`` on the same dir is refused."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = open(data_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            raise ConfigError(
-                f"callstream up already runs on {data_dir} (pid {owner}): stop it first, "
-                "or pass another --data-dir"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+    return hold_data_dir(
+        data_dir,
+        refusal="callstream up already runs on {data_dir} (pid {owner}): stop it first, or pass another --data-dir",
+    )
 
 
 def console_text(settings: Settings, info: dict[str, Any], dev_key: tuple[str, str] | None, creds_note: str) -> str:
@@ -345,7 +333,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         else:
             creds_note = f"{len(settings.app_secrets())} app(s) from CALLSTREAM_APPS / CALLSTREAM_APPS_FILE"
         if not settings.number_pepper and settings.number_pepper_file is None:
-            from consumers.numbers import PEPPER_FILE, ensure_pepper_file  # generated once, kept with the data
+            from consumers.numbers import (  # generated once, kept with the data
+                PEPPER_FILE,
+                ensure_pepper_file,
+            )
 
             settings = settings.model_copy(update={"number_pepper_file": ensure_pepper_file(data_dir / PEPPER_FILE)})
         return asyncio.run(run_stack(settings, dev_key=dev_key, creds_note=creds_note))

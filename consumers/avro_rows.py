@@ -16,7 +16,7 @@ from datetime import date
 from functools import cache
 from typing import Any
 
-from schemas.avro_codec import MARKER, encode, schema_fingerprint, schema_json
+from schemas.avro_codec import MARKER, encode, encode_long, schema_fingerprint, schema_json
 
 _STR, _INT, _LONG, _NULL_INT, _NULL_LONG, _DATE = range(6)
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -24,7 +24,6 @@ _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _EPOCH = date(1970, 1, 1)
 _CACHE_MAX = 50_000
 _strings: dict[str, bytes] = {}
-_SMALL = [bytes([n]) for n in range(128)]
 
 
 class _Unsupported(Exception):
@@ -65,19 +64,6 @@ def _plan(name: str) -> tuple[bytes, tuple[tuple[str, int], ...]] | None:
     return MARKER + schema_fingerprint(name), fields
 
 
-def _encode_varint(n: int) -> bytes:
-    """Zig-zag varint of a 64-bit signed integer."""
-    n = (n << 1) ^ (n >> 63)
-    if n < 128:
-        return _SMALL[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 _varints: dict[int, bytes] = {}
 
 
@@ -85,7 +71,7 @@ def _varint(n: int) -> bytes:
     """Zig-zag varint, remembered: a call's times recur in its events and its CDR."""
     encoded = _varints.get(n)
     if encoded is None:
-        encoded = _encode_varint(n)
+        encoded = encode_long(n)
         if len(_varints) >= _CACHE_MAX:
             _varints.clear()
         _varints[n] = encoded
@@ -96,7 +82,7 @@ def _string(value: str) -> bytes:
     encoded = _strings.get(value)
     if encoded is None:
         raw = value.encode("utf-8")
-        encoded = _encode_varint(len(raw)) + raw
+        encoded = encode_long(len(raw)) + raw
         if len(value) <= 64:  # short values repeat (codes, descriptions, app keys, numbers)
             if len(_strings) >= _CACHE_MAX:
                 _strings.clear()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import NamedTuple
 
-from schemas.avro_codec import MARKER, encode, schema_fingerprint, schema_json
+from schemas.avro_codec import MARKER, encode, encode_long, schema_fingerprint, schema_json
 
 KafkaHeaders = list[tuple[str, bytes]]
 
@@ -78,23 +78,12 @@ _RAW_PREFIX = MARKER + schema_fingerprint("raw_envelope")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _varint(value: int) -> bytes:
-    """Avro ``long``: zig-zag, then base-128 little-endian groups."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 _TEXT_CACHE: dict[str, bytes] = {}
 
 
 def _text(value: str) -> bytes:
     data = value.encode()
-    return _varint(len(data)) + data
+    return encode_long(len(data)) + data
 
 
 def _known_text(value: str) -> bytes:
@@ -127,7 +116,7 @@ def raw_record(receipt: Receipt, body: bytes, event_type: str, app_key: str, aut
         return b"".join((
             _RAW_PREFIX,
             _text(receipt.id),
-            _varint(micros),
+            encode_long(micros),
             _known_text(receipt.service),
             _known_text(receipt.path),
             _known_text(event_type),
@@ -135,7 +124,7 @@ def raw_record(receipt: Receipt, body: bytes, event_type: str, app_key: str, aut
             _known_text(auth_scheme),
             _known_text(receipt.content_type),
             _known_text(receipt.remote_addr),
-            _varint(len(body)),
+            encode_long(len(body)),
             body,
         ))
     return encode(

@@ -87,3 +87,23 @@ def decode(payload: bytes, reader: str | None = None) -> tuple[str, dict[str, An
 def fingerprint_int(name: str) -> int:
     """The fingerprint as the signed 64-bit integer Java's SchemaNormalization prints."""
     return int(struct.unpack("<q", schema_fingerprint(name))[0])
+
+
+_SMALL_LONGS = tuple(bytes([n]) for n in range(128))
+
+
+def encode_long(value: int) -> bytes:
+    """Avro binary ``long`` (also lengths of strings and bytes): zig-zag, then base-128 little-endian groups.
+
+    The hand-written encoders (ingest/envelope.py, consumers/avro_rows.py) share it.
+    """
+    n = (value << 1) ^ (value >> 63)
+    if n < 128:
+        return _SMALL_LONGS[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
