@@ -86,7 +86,7 @@ class EmbeddedBroker:
                 start_new_session=True,
             )
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):
                 out.close()
         try:
             wait_for_port(self.host, self.port, timeout_s)

@@ -206,7 +206,8 @@ def collect_failed(settings: Settings, serializer: Serializer, filters: Filters)
     database = settings.clickhouse_database
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
         raise ConfigError(f"CALLSTREAM_CLICKHOUSE_DATABASE={database!r} is not a plain identifier")
-    where, params = ["1"], {}
+    where: list[str] = ["1"]
+    params: dict[str, Any] = {}
     for column, op, value in [
         ("received_at", ">=", filters.since), ("received_at", "<=", filters.until),
         ("app_key", "=", filters.app), ("reason", "=", filters.reason), ("notification_id", "=", filters.id),

@@ -242,7 +242,7 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
             await asyncio.wait_for(ready.wait(), 30)
 
         metrics = settings.consumer_metrics_port
-        info = {
+        info: dict[str, Any] = {
             "pid": os.getpid(),
             "edge_url": f"http://{edge_host}:{settings.edge_port}",
             "query_url": query_url,

@@ -84,4 +84,4 @@ def close_all() -> None:
 
 def query_rows(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
     with locked(client):
-        return list(client.query(sql, parameters=parameters).result_rows)
+        return [tuple(row) for row in client.query(sql, parameters=parameters).result_rows]

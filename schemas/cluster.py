@@ -55,7 +55,7 @@ def _columns(statement: str) -> set[str]:
     start = statement.find("(")
     if start < 0:
         return set()
-    depth, item, items = 0, [], []
+    depth, item, items = 0, list[str](), list[str]()
     for char in statement[start + 1:]:
         if char == "(":
             depth += 1

@@ -73,6 +73,8 @@ class Registry:
             raise ConfigError(f"schema registry {self.url} has no schema id {schema_id}: {exc}") from exc
         except Exception as exc:
             raise BrokerUnavailable(f"schema registry {self.url} is unreachable: {exc}") from exc
+        if found.schema_str is None:
+            raise ConfigError(f"schema registry {self.url} returned schema id {schema_id} without a schema")
         return dict(json.loads(found.schema_str))
 
     def close(self) -> None:
