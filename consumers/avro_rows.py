@@ -3,15 +3,18 @@
 The downstream schemas (``cdr``, ``call_event``, ``number_status``) are flat records of strings,
 ints, longs (timestamps), ``date`` and ``["null", int|long]`` unions. For those, the Avro binary body is
 a concatenation of zig-zag varints and length-prefixed UTF-8, which this module writes directly
-(repeated short strings and small numbers come from small caches). Anything else — a missing
+(repeated short strings and small numbers come from small caches), in straight-line code generated once
+per schema from its fields. Anything else — a missing
 field, a value of an unexpected type or range — goes to ``schemas.avro_codec.encode`` (fastavro),
 so the bytes and the errors are exactly fastavro's.
 
     payload = encode_row("cdr", row)   # == schemas.avro_codec.encode("cdr", row)
+    write = row_encoder("cdr", as_text=("dedup_key",))   # the same, with an int dedup_key written as text
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from functools import cache
 from typing import Any
@@ -90,58 +93,88 @@ def _string(value: str) -> bytes:
     return encoded
 
 
-def _body(fields: tuple[tuple[str, int], ...], row: dict[str, Any]) -> list[bytes]:
-    parts: list[bytes] = []
-    append = parts.append
-    strings = _strings
-    for name, kind in fields:
+_TEMPLATES = {
+    _STR: """    v = row[{name!r}]{to_text}
+    if type(v) is not str:
+        raise _Unsupported
+    p{i} = sget(v) or string(v)
+""",
+    _INT: """    v = row[{name!r}]
+    if type(v) is not int or not {lo} <= v <= {hi}:
+        raise _Unsupported
+    p{i} = vget(v) or varint(v)
+""",
+    _DATE: """    v = row[{name!r}]
+    if type(v) is date:
+        v = (v - epoch).days
+    elif type(v) is not int:
+        raise _Unsupported
+    if not {lo} <= v <= {hi}:
+        raise _Unsupported
+    p{i} = vget(v) or varint(v)
+""",
+    _NULL_INT: """    v = row[{name!r}]
+    if v is None:
+        p{i} = b"\\x00"
+    elif type(v) is not int or not {lo} <= v <= {hi}:
+        raise _Unsupported
+    else:
+        p{i} = b"\\x02" + (vget(v) or varint(v))
+""",
+}
+_TEMPLATES[_LONG] = _TEMPLATES[_INT]
+_TEMPLATES[_NULL_LONG] = _TEMPLATES[_NULL_INT]
+_TO_TEXT = """
+    if type(v) is int:
+        v = str(v)"""
+
+
+@cache
+def _compiled(name: str, as_text: frozenset[str]) -> Callable[[dict[str, Any]], bytes] | None:
+    """A function writing one row of the flat schema ``name`` (straight-line code, one block per field);
+    it raises ``_Unsupported`` for anything it does not handle. None when the schema is not flat."""
+    plan = _plan(name)
+    if plan is None:
+        return None
+    header, fields = plan
+    lines = ["def write(row):", "    try:"]
+    for i, (field, kind) in enumerate(fields):
+        lo, hi = (_INT_MIN, _INT_MAX) if kind in (_INT, _NULL_INT, _DATE) else (_LONG_MIN, _LONG_MAX)
+        block = _TEMPLATES[kind].format(name=field, i=i, lo=lo, hi=hi,
+                                        to_text=_TO_TEXT if field in as_text else "")
+        lines += ["    " + line for line in block.splitlines()]
+    lines += ["    except KeyError:", "        raise _Unsupported from None",
+              f"    return header + b''.join(({''.join(f'p{i}, ' for i in range(len(fields)))}))"]
+    scope: dict[str, Any] = {
+        "_Unsupported": _Unsupported, "date": date, "epoch": _EPOCH, "header": header,
+        "sget": _strings.get, "string": _string, "vget": _varints.get, "varint": _varint,
+    }
+    exec(compile("\n".join(lines), f"<avro writer for {name}>", "exec"), scope)  # noqa: S102 - our own schema
+    return scope["write"]  # type: ignore[no-any-return]
+
+
+@cache
+def row_encoder(name: str, as_text: tuple[str, ...] = ()) -> Callable[[dict[str, Any]], bytes]:
+    """``row -> encode(name, row)`` for a flat downstream schema; the ``as_text`` fields are written as
+    the decimal text of an int value (e.g. ``dedup_key``, a UInt64 in ClickHouse, a string in Avro)."""
+    write = _compiled(name, frozenset(as_text))
+
+    def slow(row: dict[str, Any]) -> bytes:
+        converted = {f: str(row[f]) for f in as_text if type(row.get(f)) is int}
+        return encode(name, {**row, **converted} if converted else row)
+
+    if write is None:
+        return slow
+
+    def fast(row: dict[str, Any]) -> bytes:
         try:
-            value = row[name]
-        except KeyError:
-            raise _Unsupported from None
-        kind_of = type(value)
-        if kind == _STR:
-            if kind_of is not str:
-                raise _Unsupported
-            encoded = strings.get(value)
-            append(encoded if encoded is not None else _string(value))
-        elif value is None:
-            if kind != _NULL_INT and kind != _NULL_LONG:
-                raise _Unsupported
-            append(b"\x00")
-        elif kind == _DATE:
-            if kind_of is int:
-                days = value
-            elif kind_of is date:
-                days = (value - _EPOCH).days
-            else:
-                raise _Unsupported
-            if not _INT_MIN <= days <= _INT_MAX:
-                raise _Unsupported
-            append(_varint(days))
-        else:
-            if kind_of is not int:
-                raise _Unsupported
-            if kind == _INT or kind == _NULL_INT:
-                if not _INT_MIN <= value <= _INT_MAX:
-                    raise _Unsupported
-            elif not _LONG_MIN <= value <= _LONG_MAX:
-                raise _Unsupported
-            if kind == _NULL_INT or kind == _NULL_LONG:
-                append(b"\x02")  # union branch 1
-            append(_varint(value))
-    return parts
+            return write(row)
+        except _Unsupported:
+            return slow(row)
+
+    return fast
 
 
 def encode_row(name: str, row: dict[str, Any]) -> bytes:
     """``schemas.avro_codec.encode(name, row)``, faster for the flat downstream schemas."""
-    plan = _plan(name)
-    if plan is not None:
-        header, fields = plan
-        try:
-            parts = _body(fields, row)
-        except _Unsupported:
-            pass
-        else:
-            return header + b"".join(parts)
-    return encode(name, row)
+    return row_encoder(name)(row)

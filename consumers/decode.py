@@ -1,4 +1,7 @@
-"""Raw Kafka record -> ``Notification`` (the envelope the edge published, plus where it came from)."""
+"""Raw Kafka record -> ``Notification`` (the envelope the edge published, plus where it came from).
+
+Reads both framings the edge writes: Avro single-object encoding and, with a schema registry, the
+Confluent wire format."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from datetime import datetime
 
 import fastavro
 
-from callstream.errors import NormaliseError
+from callstream.errors import ConfigError, NormaliseError
 from schemas.avro_codec import MARKER, parsed_schema, schema_fingerprint
-from schemas.serde import UnknownSchema, decode  # also reads records written with history versions
+from schemas.serde import Serializer, UnknownSchema, decode  # also reads history versions
 
 _RAW = "raw_envelope"
 
@@ -42,17 +45,24 @@ def _to_us(value: object) -> int:
     raise NormaliseError(f"envelope received_at has type {type(value).__name__}", reason="bad_envelope")
 
 
-def decode_envelope(payload: bytes | None, topic: str = "", partition: int = -1, offset: int = -1) -> Notification:
-    """Decode a ``raw_envelope`` record; ``NormaliseError(reason="bad_envelope")`` when it is not one."""
+def decode_envelope(
+    payload: bytes | None, topic: str = "", partition: int = -1, offset: int = -1,
+    serializer: Serializer | None = None,
+) -> Notification:
+    """Decode a ``raw_envelope`` record in either framing; ``NormaliseError(reason="bad_envelope")`` when it
+    is not one. Confluent-framed records (the edge with a schema registry) need ``serializer`` with that
+    registry; ``BrokerUnavailable`` while it is unreachable."""
     if not payload:
         raise NormaliseError("empty Kafka record value", reason="bad_envelope")
     try:
         if payload[:2] == MARKER and payload[2:10] == schema_fingerprint(_RAW):
             # fast path: written with the current schema, no resolution needed
             name, record = _RAW, fastavro.schemaless_reader(io.BytesIO(payload[10:]), parsed_schema(_RAW), None)
+        elif serializer is not None:
+            name, record = serializer.decode(payload)
         else:
             name, record = decode(payload)
-    except (UnknownSchema, ValueError, EOFError, IndexError, TypeError) as exc:
+    except (UnknownSchema, ConfigError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise NormaliseError(f"not a raw_envelope Avro record: {exc}", reason="bad_envelope") from exc
     if name != "raw_envelope":
         raise NormaliseError(f"expected raw_envelope, got {name}", reason="bad_envelope")

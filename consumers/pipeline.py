@@ -15,20 +15,21 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from callstream.errors import BrokerUnavailable, NormaliseError
+from callstream.errors import NormaliseError
 from callstream.settings import Settings
 from consumers.decode import Notification, decode_envelope
+from consumers.downstream import DownstreamProducer
 from consumers.dedupe import RecentKeys, assign_keys, failure_key, unique_in_batch
 from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.normalise import Failure, Normalised, normalise
 from consumers.protect import protect_numbers
-from consumers.republish import republish
+from consumers.republish import republish, schema_topics
 from schemas.avro_codec import encode
+from schemas.serde import Serializer
 
 ROW_TABLES = ("cdrs", "call_events", "number_status")
 _STEP = 500  # records or rows between two turns of the event loop in prepare_async
@@ -79,18 +80,28 @@ def dead_letter(f: Failure) -> bytes:
 
 
 class Pipeline:
-    """Holds what outlives one batch: the sink, the producer, the recent-key LRU and the metrics."""
+    """Holds what outlives one batch: the sink, the producer, the serializer (framing of what is read and
+    published), the recent-key LRU and the metrics."""
 
     def __init__(
-        self, settings: Settings, sink: ClickHouseSink, producer: AIOKafkaProducer | None,
-        metrics: ConsumerMetrics,
+        self, settings: Settings, sink: ClickHouseSink, producer: DownstreamProducer | None,
+        metrics: ConsumerMetrics, serializer: Serializer | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.producer = producer
         self.metrics = metrics
+        self.serializer = serializer if serializer is not None else Serializer(settings)
+        self._schemas_registered = self.serializer.registry is None
         self.recent = RecentKeys(settings.dedup_cache_keys)
         self.legs = LegTracker()
+
+    async def register_schemas(self) -> None:
+        """Register the downstream and dead-letter schemas under their topics' subjects (once; a no-op
+        without a schema registry). ``BrokerUnavailable`` while the registry is unreachable."""
+        if not self._schemas_registered:
+            await asyncio.to_thread(self.serializer.prepare, schema_topics(self.settings))
+            self._schemas_registered = True
 
     # --- CPU part ---------------------------------------------------------------------------
     def prepare(self, records: list[ConsumerRecord]) -> Batch:
@@ -116,12 +127,13 @@ class Pipeline:
         notifications: list[Notification] = []
         out = Normalised()
         offsets: dict[Any, int] = {}
+        serializer = self.serializer
         for start in range(0, len(records), _STEP):
             for rec in records[start:start + _STEP]:
                 tp = (rec.topic, rec.partition)
                 offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
                 try:
-                    notifications.append(decode_envelope(rec.value, rec.topic, rec.partition, rec.offset))
+                    notifications.append(decode_envelope(rec.value, rec.topic, rec.partition, rec.offset, serializer))
                 except NormaliseError as exc:
                     bad = Notification(f"{rec.topic}:{rec.partition}:{rec.offset}", int(time.time() * 1_000_000),
                                        "", "", "", "", rec.value or b"", rec.topic, rec.partition, rec.offset)
@@ -181,7 +193,8 @@ class Pipeline:
             new[table] = rows
         if not batch.published:
             if self.producer is not None and self.settings.republish:
-                counts = await republish(self.producer, self.settings, new)
+                await self.register_schemas()
+                counts = await republish(self.producer, self.settings, new, self.serializer)
                 for topic, count in counts.items():
                     self.metrics.sent.labels(topic).inc(count)
             batch.published = True
@@ -213,16 +226,16 @@ class Pipeline:
         rows, _ = unique_in_batch(rows)
         stored = await asyncio.to_thread(self.sink.existing_keys, "failed_events", [r["dedup_key"] for r in rows])
         rows = [r for r in rows if r["dedup_key"] not in stored]
-        if self.producer is not None:
-            try:
-                futures = [await self.producer.send(self.settings.dead_topic, dead_letter(f),
-                                                    key=f.notification.id.encode())
-                           for f in failures if failure_key(f.notification.id, f.record_index, f.stage, f.reason)
-                           not in stored]
-                if futures:
-                    await asyncio.gather(*futures)
-            except Exception as exc:  # aiokafka KafkaError family / timeouts
-                raise BrokerUnavailable(f"dead-letter publish failed: {type(exc).__name__}: {exc}") from exc
+        producer = self.producer
+        if producer is not None:
+            topic = self.settings.dead_topic
+            letters = [f for f in failures if failure_key(f.notification.id, f.record_index, f.stage, f.reason)
+                       not in stored]
+            if letters:
+                await self.register_schemas()
+                for f in letters:
+                    producer.send(topic, self.serializer.reframe(dead_letter(f), topic), f.notification.id.encode(), [])
+                await producer.flush()  # BrokerUnavailable when any was not acknowledged
         if rows:
             await asyncio.to_thread(self.sink.insert, "failed_events", rows)
         for f in failures:

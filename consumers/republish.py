@@ -1,4 +1,5 @@
-"""Re-publish enriched rows downstream as Avro (single-object encoding) with CloudEvents headers.
+"""Re-publish enriched rows downstream as Avro with CloudEvents headers: single-object encoding, or the
+Confluent wire format when a schema registry is configured (``schemas.serde.Serializer.reframe``).
 
     cdrs          -> settings.cdrs_topic           (schemas/avro/cdr.avsc),        key sessionId
     call_events   -> settings.call_events_topic    (schemas/avro/call_event.avsc), key sessionId
@@ -12,15 +13,15 @@ content-type=application/avro.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
-
-from callstream.errors import BrokerUnavailable
 from callstream.settings import Settings
-from consumers.avro_rows import encode_row
+from consumers.avro_rows import row_encoder
+from consumers.downstream import DownstreamProducer
+from schemas.serde import Serializer
 
 # table -> (schema name, CloudEvents kind, key column, time column, time unit per second)
 ROUTES: dict[str, tuple[str, str, str, str, int]] = {
@@ -30,6 +31,7 @@ ROUTES: dict[str, tuple[str, str, str, str, int]] = {
 }
 _SPEC = b"1.0"
 _CONTENT_TYPE = b"application/avro"
+_STEP = 500  # records between two turns of the event loop
 
 
 def topic_for(table: str, settings: Settings) -> str:
@@ -37,15 +39,36 @@ def topic_for(table: str, settings: Settings) -> str:
             "number_status": settings.number_status_topic}[table]
 
 
+def schema_topics(settings: Settings) -> list[tuple[str, str]]:
+    """``(schema name, topic)`` of every record the consumer publishes (dead letters included)."""
+    return [(schema, topic_for(table, settings)) for table, (schema, *_) in ROUTES.items()] + [
+        ("dead_letter", settings.dead_topic)]
+
+
+_seconds: dict[int, str] = {}
+
+
 def _rfc3339(value: int, per_second: int) -> bytes:
-    moment = datetime.fromtimestamp(value / per_second, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()
+    """``2024-03-12T02:15:40.123Z`` (milliseconds, UTC) of ``value`` units of 1/``per_second`` s."""
+    millis = value * 1000 // per_second
+    second, milli = divmod(millis, 1000)
+    prefix = _seconds.get(second)
+    if prefix is None:
+        if len(_seconds) >= 50_000:
+            _seconds.clear()
+        prefix = _seconds[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{prefix}.{milli:03d}Z".encode()
+
+
+@cache
+def _writers() -> dict[str, Callable[[dict[str, Any]], bytes]]:
+    return {table: row_encoder(schema, as_text=("dedup_key",)) for table, (schema, *_) in ROUTES.items()}
 
 
 def to_message(table: str, row: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(key, Avro value, headers) for one row."""
-    schema, kind, key_column, time_column, per_second = ROUTES[table]
-    value = encode_row(schema, {**row, "dedup_key": str(row["dedup_key"])})
+    _, kind, key_column, time_column, per_second = ROUTES[table]
+    value = _writers()[table](row)
     service = row["service"]
     subject = row[key_column].encode()
     headers = [
@@ -60,57 +83,27 @@ def to_message(table: str, row: dict[str, Any]) -> tuple[bytes, bytes, list[tupl
     return subject, value, headers
 
 
-_hashes: dict[bytes, int] = {}
-
-
-def partition_for(key: bytes, partitions: list[int]) -> int:
-    """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the Java client).
-
-    aiokafka's murmur2 is pure Python; a call's events and CDR share the key, so results are cached.
-    """
-    hashed = _hashes.get(key)
-    if hashed is None:
-        if len(_hashes) > 200_000:
-            _hashes.clear()
-        hashed = _hashes[key] = murmur2(key) & 0x7FFFFFFF
-    return partitions[hashed % len(partitions)]
-
-
 async def republish(
-    producer: AIOKafkaProducer, settings: Settings, tables: dict[str, list[dict[str, Any]]]
+    producer: DownstreamProducer, settings: Settings, tables: dict[str, list[dict[str, Any]]],
+    serializer: Serializer | None = None,
 ) -> dict[str, int]:
-    """Send every row in per-partition batches and wait for the broker's acks; returns counts per topic.
+    """Send every row and wait for the broker's acks; returns counts per topic.
 
-    Batches (``create_batch``/``send_batch``) instead of one ``send`` per row: the per-message future
-    and bookkeeping of ``send`` cost more than encoding the record.
+    ``serializer`` re-frames the values for a schema registry (Confluent wire format) when one is set.
+    Raises ``BrokerUnavailable`` when any record was not acknowledged.
     """
-    futures = []
     counts: dict[str, int] = {}
-    try:
-        for table, rows in tables.items():
-            if not rows:
-                continue
-            topic = topic_for(table, settings)
-            partitions = sorted(await producer.partitions_for(topic))
-            by_partition: dict[int, list[tuple[bytes, bytes, list[tuple[str, bytes]]]]] = {}
-            for row in rows:
-                message = to_message(table, row)
-                by_partition.setdefault(partition_for(message[0], partitions), []).append(message)
-            for partition, messages in by_partition.items():
-                batch = producer.create_batch()
-                for key, value, headers in messages:
-                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                        futures.append(await producer.send_batch(batch, topic, partition=partition))
-                        batch = producer.create_batch()
-                        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                            raise BrokerUnavailable(f"a {table} record is larger than the producer batch size")
-                if batch.record_count():
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-            counts[topic] = len(rows)
-        if futures:
-            await asyncio.gather(*futures)
-    except BrokerUnavailable:
-        raise
-    except Exception as exc:  # aiokafka raises KafkaError subclasses and asyncio timeouts
-        raise BrokerUnavailable(f"downstream publish failed: {type(exc).__name__}: {exc}") from exc
+    send = producer.send
+    reframe = serializer.reframe if serializer is not None and serializer.registry is not None else None
+    for table, rows in tables.items():
+        if not rows:
+            continue
+        topic = topic_for(table, settings)
+        for start in range(0, len(rows), _STEP):
+            for row in rows[start:start + _STEP]:
+                key, value, headers = to_message(table, row)
+                send(topic, reframe(value, topic) if reframe is not None else value, key, headers)
+            await asyncio.sleep(0)  # the next batch is being prepared meanwhile
+        counts[topic] = len(rows)
+    await producer.flush()
     return counts

@@ -20,15 +20,16 @@ import signal
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, start_http_server
 
 from callstream import store
-from callstream.errors import CallstreamError, StoreError
-from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs
+from callstream.errors import BrokerUnavailable, CallstreamError, StoreError
+from callstream.kafka import consumer_kwargs, ensure_topics
 from callstream.settings import Settings
+from consumers.downstream import DownstreamProducer
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Batch, Pipeline
@@ -253,20 +254,26 @@ async def run_consumer(
         await asyncio.to_thread(apply_migrations, settings, client)
     sink = sink or ClickHouseSink(client, settings.clickhouse_database)
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(**producer_kwargs(settings, client_id="callstream-consumer"))
+    producer = DownstreamProducer(settings, client_id="callstream-consumer")
     consumer = AIOKafkaConsumer(**consumer_kwargs(settings, client_id="callstream-consumer"))
     log_reset = LogResetGuard(metrics, broker_lost=broker_lost)
     log_reset.consumer = consumer
     consumer.subscribe([settings.raw_topic], listener=log_reset)
-    await producer.start()
+    pipeline = Pipeline(settings, sink, producer, metrics)
     try:
+        await producer.start()
+        try:
+            await pipeline.register_schemas()
+        except BrokerUnavailable as exc:  # registered again before the first publish, with backoff
+            log.warning("cannot register the downstream schemas yet: %s", exc)
         await consumer.start()
         try:
-            await _loop(settings, stop, consumer, Pipeline(settings, sink, producer, metrics), ready, log_reset)
+            await _loop(settings, stop, consumer, pipeline, ready, log_reset)
         finally:
             await _stop_consumer(consumer)
     finally:
         await producer.stop()
+        pipeline.serializer.close()
         if http_server is not None:
             http_server.shutdown()
 

@@ -26,7 +26,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from callstream.settings import Settings
 from schemas.avro_codec import AVRO_DIR, MARKER, UnknownSchema, encode as encode_single_object
-from schemas.avro_codec import parsed_schema, schema_json, schema_names
+from schemas.avro_codec import parsed_schema, schema_fingerprint, schema_json, schema_names
 
 HISTORY_DIR = AVRO_DIR / "history"
 CONFLUENT_MAGIC = b"\x00"
@@ -107,6 +107,27 @@ def _decode_single_object(payload: bytes) -> tuple[str, dict[str, Any]]:
     return name, _read(payload[10:], _parse(json.loads(text)), name)
 
 
+def _confluent_writer(schema_id: int, registry: Any) -> tuple[str, Any, bool]:
+    """(schema name, parsed writer schema, whether the writer is the shipped schema) for ``schema_id``."""
+    writer = registry.schema(schema_id)
+    known = _known_writers().get(_fingerprint_of(writer))
+    if known is not None:
+        name: str | None = known[0]
+    else:  # a newer writer than we ship: resolve by its full name when we know it
+        namespace = writer.get("namespace", "")
+        name = _names_by_full_name().get(f"{namespace}.{writer['name']}" if namespace else writer["name"])
+        if name is None:
+            raise UnknownSchema(f"schema id {schema_id} ({writer.get('name')}) is not a callstream schema")
+    return name, _parse(writer), _fingerprint_of(writer) == schema_fingerprint(name)
+
+
+def _read_confluent(body: bytes, found: tuple[str, Any, bool]) -> tuple[str, dict[str, Any]]:
+    name, writer, current = found
+    if current:  # written with the shipped schema: nothing to resolve
+        return name, dict(fastavro.schemaless_reader(io.BytesIO(body), parsed_schema(name), None))
+    return name, _read(body, writer, name)
+
+
 def decode(payload: bytes, *, registry: Any = None) -> tuple[str, dict[str, Any]]:
     """Decode either framing into ``(schema name, record)``, resolved into the current shipped schema.
 
@@ -120,16 +141,7 @@ def decode(payload: bytes, *, registry: Any = None) -> tuple[str, dict[str, Any]
             "set CALLSTREAM_SCHEMA_REGISTRY_URL (or pass registry=) to read it"
         )
     (schema_id,) = struct.unpack(">I", payload[1:5])
-    writer = registry.schema(schema_id)
-    known = _known_writers().get(_fingerprint_of(writer))
-    if known is not None:
-        name: str | None = known[0]
-    else:  # a newer writer than we ship: resolve by its full name when we know it
-        namespace = writer.get("namespace", "")
-        name = _names_by_full_name().get(f"{namespace}.{writer['name']}" if namespace else writer["name"])
-        if name is None:
-            raise UnknownSchema(f"schema id {schema_id} ({writer.get('name')}) is not a callstream schema")
-    return name, _read(payload[5:], _parse(writer), name)
+    return _read_confluent(payload[5:], _confluent_writer(schema_id, registry))
 
 
 class Serializer:
@@ -138,6 +150,7 @@ class Serializer:
     def __init__(self, settings: Settings) -> None:
         self.registry_url = settings.schema_registry_url
         self.registry: Any = None
+        self._writers: dict[int, tuple[str, Any, bool]] = {}  # schema id -> _confluent_writer(id)
         if self.registry_url:
             from schemas.registry import Registry
 
@@ -182,7 +195,14 @@ class Serializer:
         return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + payload[10:]
 
     def decode(self, payload: bytes) -> tuple[str, dict[str, Any]]:
-        return decode(payload, registry=self.registry)
+        """``decode`` with the writer schemas of this registry remembered by id."""
+        if self.registry is None or framing(payload) != "confluent":
+            return decode(payload, registry=self.registry)
+        (schema_id,) = struct.unpack(">I", payload[1:5])
+        found = self._writers.get(schema_id)
+        if found is None:
+            found = self._writers[schema_id] = _confluent_writer(schema_id, self.registry)
+        return _read_confluent(payload[5:], found)
 
     def close(self) -> None:
         if self.registry is not None:

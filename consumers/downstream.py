@@ -1,0 +1,153 @@
+"""The consumer's producer for its downstream topics (cdrs, call_events, number_status, dead letters).
+
+Built on librdkafka (``confluent_kafka.Producer``): batching, compression and the network run on
+librdkafka's own threads, so re-publishing a batch costs the event loop one ``produce`` call per record.
+
+At least once: ``send`` only enqueues; ``await flush()`` returns when the broker has acknowledged
+(``acks=all``) every record sent since the previous flush and raises ``BrokerUnavailable`` when any
+record was not delivered. The runner commits offsets only after ``flush`` returned.
+
+    producer = DownstreamProducer(settings)
+    await producer.start()
+    producer.send(topic, value, key, headers)
+    await producer.flush()
+    await producer.stop()
+
+Partitions follow Kafka's default partitioner (murmur2 of the key, as the Java client and aiokafka),
+so a call's events and its CDR land in the same partition as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from callstream.errors import BrokerUnavailable
+from callstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+_FLUSH_SLICE_S = 0.1  # a flush waits in slices so that a cancelled delivery stops waiting soon
+
+
+def delivery_timeout_ms(settings: Settings) -> int:
+    """How long a record may wait for its acknowledgement (the aiokafka producers' request timeout)."""
+    return max(int(settings.ack_timeout_s * 1000) * 5, 10_000)
+
+
+def librdkafka_config(settings: Settings, *, client_id: str = "callstream-consumer") -> dict[str, Any]:
+    """The librdkafka producer configuration for ``settings``: the same durability, batching and
+    security as ``callstream.kafka.producer_kwargs`` gives the aiokafka producers."""
+    timeout_ms = delivery_timeout_ms(settings)
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.require_kafka(),
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": settings.producer_idempotence,
+        "linger.ms": settings.producer_linger_ms,
+        "batch.size": settings.producer_max_batch_bytes,
+        "message.max.bytes": max(settings.max_body_bytes * 2, 2 * 1024 * 1024),
+        "compression.type": settings.producer_compression,
+        "request.timeout.ms": timeout_ms,
+        "message.timeout.ms": timeout_ms,
+        "partitioner": "murmur2_random",  # Java-compatible murmur2 for keyed records
+        "delivery.report.only.error": True,  # successes need no Python callback
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        # no CA file: the system's CAs, as ssl.create_default_context() does for aiokafka
+        config["ssl.ca.location"] = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else "probe"
+        if settings.kafka_ssl_certfile:
+            config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
+            if settings.kafka_ssl_keyfile:
+                config["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password
+    return config
+
+
+class DownstreamProducer:
+    """Enqueue records; ``flush`` waits for every acknowledgement or raises ``BrokerUnavailable``."""
+
+    def __init__(self, settings: Settings, *, client_id: str = "callstream-consumer") -> None:
+        self.settings = settings
+        self.timeout_s = delivery_timeout_ms(settings) / 1000
+        self._failed: list[str] = []
+        config = librdkafka_config(settings, client_id=client_id)
+        config["on_delivery"] = self._on_delivery
+        config["error_cb"] = self._on_error
+        config["logger"] = log
+        self._producer: Producer | None = Producer(config)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:  # only errors are reported (delivery.report.only.error)
+            self._failed.append(f"{msg.topic()}: {err.str()}")
+
+    def _on_error(self, err: KafkaError) -> None:
+        log.warning("downstream producer: %s", err.str())
+
+    def _require(self) -> Producer:
+        if self._producer is None:
+            raise BrokerUnavailable("the downstream producer is stopped")
+        return self._producer
+
+    async def start(self) -> None:
+        """Fetch the cluster metadata once: ``BrokerUnavailable`` when Kafka does not answer in time."""
+        producer = self._require()
+        try:
+            await asyncio.to_thread(producer.list_topics, None, self.timeout_s)
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"Kafka at {self.settings.kafka_bootstrap} did not answer the downstream producer: {exc}. "
+                "Check CALLSTREAM_KAFKA_BOOTSTRAP and that the broker is up"
+            ) from exc
+
+    def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+        """Enqueue one record (waits only while librdkafka's local queue is full)."""
+        producer = self._require()
+        deadline = 0.0
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                now = time.monotonic()
+                deadline = deadline or now + self.timeout_s
+                if now > deadline:
+                    raise BrokerUnavailable(
+                        f"the downstream producer's queue stayed full for {self.timeout_s:g} s: is Kafka slow?"
+                    ) from None
+                producer.poll(0.05)  # serves delivery reports, which frees queue space
+            except KafkaException as exc:
+                raise BrokerUnavailable(f"downstream publish to {topic} failed: {exc}") from exc
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged; ``BrokerUnavailable`` if any was not."""
+        producer = self._require()
+        deadline = time.monotonic() + self.timeout_s + 5  # librdkafka fails records after timeout_s
+        while await asyncio.to_thread(producer.flush, _FLUSH_SLICE_S):
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(f"Kafka did not acknowledge the downstream records within {self.timeout_s:g} s")
+        failed, self._failed = self._failed, []
+        if failed:
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise BrokerUnavailable(f"downstream records were not delivered: {failed[0]}{more}")
+
+    async def stop(self) -> None:
+        """Deliver what is queued (at most the shutdown grace period), then drop the connection."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        left = await asyncio.to_thread(producer.flush, self.settings.shutdown_grace_s)
+        if left:
+            log.warning("downstream producer stopped with %d records unacknowledged (dropped)", left)
+            producer.purge()  # close() would wait for them without a deadline
+        await asyncio.to_thread(producer.close)
