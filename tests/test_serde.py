@@ -263,3 +263,56 @@ def test_edge_publishes_confluent_framing_when_a_registry_is_set(
     assert name == "raw_envelope" and record["body"] == sample_bytes("voice_notify_cdr_single.json")
     name, record = reader.decode(dead[0])
     assert name == "dead_letter" and record["reason"] == "not_json" and record["body"] == b"not json"
+
+
+def test_consumer_reads_both_framings_and_publishes_confluent_framing(
+    make_settings: Callable[..., Settings], registry_server: FakeRegistry
+) -> None:
+    """With a registry set, the consumer decodes raw envelopes of both framings, and its downstream
+    records and dead letters are in the Confluent wire format under topic-name subjects."""
+    from tests.test_consumer_runner import all_samples, count, envelope as raw_envelope, produce, read_topic
+    from tests.test_consumer_runner import wait_for, with_consumer
+
+    settings = make_settings(schema_registry_url=registry_server.url)
+    edge = Serializer(settings)
+    samples = all_samples()
+    # the first half as the edge writes them with a registry, the rest (and a poison push) single-object
+    values = [edge.reframe(v, settings.raw_topic) if i % 2 == 0 else v for i, v in enumerate(samples)]
+    values.append(raw_envelope(b"{not json"))
+    assert {framing(v) for v in values} == {"confluent", "single-object"}
+
+    async def scenario() -> dict[str, list[Any]]:
+        await produce(settings, values)
+
+        async def body(_: Any) -> None:
+            await wait_for(lambda: count(settings, "SELECT count() FROM {db}.cdrs") == 8
+                           and count(settings, "SELECT count() FROM {db}.call_events") == 17
+                           and count(settings, "SELECT count() FROM {db}.number_status") == 2
+                           and count(settings, "SELECT count() FROM {db}.failed_events") == 1)
+
+        await with_consumer(settings, body)
+        wanted = {settings.cdrs_topic: 8, settings.call_events_topic: 17, settings.number_status_topic: 2,
+                  settings.dead_topic: 1}
+        return {topic: await read_topic(settings, topic, n) for topic, n in wanted.items()}
+
+    published = asyncio.run(scenario())
+    reader = Serializer(settings)  # a downstream reader: fetches each writer schema by id
+    expected = {settings.cdrs_topic: "cdr", settings.call_events_topic: "call_event",
+                settings.number_status_topic: "number_status", settings.dead_topic: "dead_letter"}
+    for topic, name in expected.items():
+        records = published[topic]
+        assert records and {framing(r.value) for r in records} == {"confluent"}, topic
+        decoded = [reader.decode(r.value) for r in records]
+        assert {n for n, _ in decoded} == {name}
+        schema_id = struct.unpack(">I", records[0].value[1:5])[0]
+        assert registry_server.subjects[f"{topic}-value"] == [schema_id]
+        assert json.loads(registry_server.schemas[schema_id]) == schema_json(name)
+    assert len(published[settings.cdrs_topic]) == 8 and len(published[settings.call_events_topic]) == 17
+    cdr = reader.decode(published[settings.cdrs_topic][0].value)[1]
+    assert published[settings.cdrs_topic][0].key == cdr["session_id"].encode()
+    letter = reader.decode(published[settings.dead_topic][0].value)[1]
+    assert letter["reason"] == "malformed" and letter["body"] == b"{not json"
+    with pytest.raises(UnknownSchema, match="CALLSTREAM_SCHEMA_REGISTRY_URL"):
+        decode(published[settings.cdrs_topic][0].value)  # not readable without the registry
+    edge.close()
+    reader.close()
