@@ -1,6 +1,6 @@
 """Consumer benchmark with its same-run baseline.
 
-    python bench/consumer.py [--quick]
+    python bench/consumer.py [--quick] [--before-ref GIT_REF]
 
 Starts an EmbeddedBroker and produces N realistic raw envelopes (per 10 calls: 40 status/event pushes
 and one merged CDR push of 10 FeeInfo; every 100 calls one numStatus push of 5 entries). Then:
@@ -10,6 +10,7 @@ and one merged CDR push of 10 FeeInfo; every 100 calls one numStatus push of 5 e
       to the downstream topics, commit) drains the same backlog, in its own process so its peak RSS
       (VmHWM) is its own; then a fixed-rate phase measures receipt-to-row latency from the stored
       received_at vs loaded_at.
+The figures of an earlier run (``--before-ref``) are kept in the results as ``before``.
 Rates count rows (CDRs + call events + number-status entries) per second. Writes
 bench/results/consumer.json.
 """
@@ -262,6 +263,31 @@ def _child(settings: Settings, rows: int, quick: bool) -> dict[str, Any]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+_BEFORE_FIELDS = ("baseline_per_s", "callstream_per_s", "ratio", "callstream_without_republish_per_s", "p50_ms",
+                  "p99_ms", "rss_mb", "messages", "rows", "quick")
+
+
+def _before(ref: str | None) -> dict[str, Any] | None:
+    """The figures to compare with: those committed at ``ref`` (default: keep the ``before`` of the current
+    results file, else the figures of the commit that last changed it)."""
+    if ref is None and RESULTS.exists():
+        kept = json.loads(RESULTS.read_text()).get("before")
+        if kept:
+            return dict(kept)
+    if ref is None:
+        found = subprocess.run(["git", "log", "-1", "--format=%h", "--", str(RESULTS.relative_to(ROOT))],
+                               cwd=ROOT, capture_output=True, text=True)
+        ref = found.stdout.strip()
+        if not ref:
+            return None
+    shown = subprocess.run(["git", "show", f"{ref}:{RESULTS.relative_to(ROOT)}"], cwd=ROOT, capture_output=True,
+                           text=True)
+    if shown.returncode != 0:
+        raise SystemExit(f"no {RESULTS.relative_to(ROOT)} at git ref {ref}: {shown.stderr.strip()}")
+    old = json.loads(shown.stdout)
+    return {"git_ref": ref, **{k: old[k] for k in _BEFORE_FIELDS if k in old}}
+
+
 def _cpus() -> int:
     import os
 
@@ -271,6 +297,8 @@ def _cpus() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke)")
+    parser.add_argument("--before-ref", help="git ref whose results are recorded as the 'before' figures "
+                        "(default: keep the current file's, else the commit that last changed it)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -278,7 +306,10 @@ def main() -> int:
         result = asyncio.run(child(settings, int(args.child[1]), int(args.child[2]), float(args.child[3])))
         print(json.dumps(result))
         return 0
+    before = _before(args.before_ref)
     report = run(args.quick)
+    if before is not None:
+        report["before"] = before
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"baseline   {report['baseline_per_s']:>9,} rows/s (consume + envelope decode + orjson)")
@@ -287,6 +318,9 @@ def main() -> int:
     print(f"receipt->row p50 {report['p50_ms']:.0f} ms  p99 {report['p99_ms']:.0f} ms   peak RSS {report['rss_mb']} MB"
           f" (embedded chDB alone {report['rss_embedded_engine_floor_mb']} MB)")
     print(f"targets: {report['targets']}")
+    if before is not None:
+        print(f"before ({before.get('git_ref')}): baseline {before.get('baseline_per_s'):,} rows/s, callstream "
+              f"{before.get('callstream_per_s'):,} rows/s, ratio {before.get('ratio')}")
     return 0
 
 
