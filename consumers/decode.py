@@ -5,14 +5,11 @@ Confluent wire format."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import datetime
 
-import fastavro
-
 from callstream.errors import ConfigError, NormaliseError
-from schemas.avro_codec import MARKER, parsed_schema, schema_fingerprint
+from schemas.avro_codec import MARKER, schema_fingerprint
 from schemas.serde import Serializer, UnknownSchema, decode  # also reads history versions
 
 _RAW = "raw_envelope"
@@ -45,6 +42,50 @@ def _to_us(value: object) -> int:
     raise NormaliseError(f"envelope received_at has type {type(value).__name__}", reason="bad_envelope")
 
 
+def _long(buf: bytes, pos: int) -> tuple[int, int]:
+    """Avro ``long`` at ``pos``: (value, next position)."""
+    byte = buf[pos]
+    pos += 1
+    n = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        byte = buf[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if shift > 70:
+            raise ValueError("Avro long longer than 10 bytes")
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
+    size, pos = _long(buf, pos)
+    end = pos + size
+    if size < 0 or end > len(buf):
+        raise EOFError(f"Avro string or bytes of {size} bytes at {pos} runs past the record ({len(buf)} bytes)")
+    return buf[pos:end], end
+
+
+def _read_shipped_envelope(body: bytes) -> list[object]:
+    """The fields of a ``raw_envelope`` body written with the shipped schema, in schema order:
+    id, received_at (epoch microseconds), service, path, event_type, app_key, auth_scheme, content_type,
+    remote_addr (str) and body (bytes). Several times faster than fastavro's generic reader."""
+    values: list[object] = []
+    raw, pos = _bytes(body, 0)
+    values.append(raw.decode())
+    received_at, pos = _long(body, pos)
+    values.append(received_at)
+    for _ in range(7):
+        raw, pos = _bytes(body, pos)
+        values.append(raw.decode())
+    raw, pos = _bytes(body, pos)
+    values.append(raw)
+    return values
+
+
+_SHIPPED_FINGERPRINT = schema_fingerprint(_RAW)
+
+
 def decode_envelope(
     payload: bytes | None, topic: str = "", partition: int = -1, offset: int = -1,
     serializer: Serializer | None = None,
@@ -55,14 +96,17 @@ def decode_envelope(
     if not payload:
         raise NormaliseError("empty Kafka record value", reason="bad_envelope")
     try:
-        if payload[:2] == MARKER and payload[2:10] == schema_fingerprint(_RAW):
-            # fast path: written with the current schema, no resolution needed
-            name, record = _RAW, fastavro.schemaless_reader(io.BytesIO(payload[10:]), parsed_schema(_RAW), None)
-        elif serializer is not None:
+        if payload[:2] == MARKER and payload[2:10] == _SHIPPED_FINGERPRINT:
+            # fast path: written with the shipped schema, read field by field
+            nid, received_at, service, path, event_type, app_key, auth_scheme, content_type, remote_addr, body = (
+                _read_shipped_envelope(payload[10:]))
+            return Notification(nid, received_at, service, path, event_type, app_key, body, topic,  # type: ignore
+                                partition, offset, auth_scheme, content_type, remote_addr)  # type: ignore
+        if serializer is not None:
             name, record = serializer.decode(payload)
         else:
             name, record = decode(payload)
-    except (UnknownSchema, ConfigError, ValueError, EOFError, IndexError, TypeError) as exc:
+    except (UnknownSchema, ConfigError, ValueError, EOFError, IndexError, TypeError) as exc:  # UnicodeError too
         raise NormaliseError(f"not a raw_envelope Avro record: {exc}", reason="bad_envelope") from exc
     if name != "raw_envelope":
         raise NormaliseError(f"expected raw_envelope, got {name}", reason="bad_envelope")

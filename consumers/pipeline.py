@@ -27,7 +27,7 @@ from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.normalise import Failure, Normalised, normalise
 from consumers.protect import protect_numbers
-from consumers.republish import republish, schema_topics
+from consumers.republish import Message, messages, republish, schema_topics, to_message
 from schemas.avro_codec import encode
 from schemas.serde import Serializer
 
@@ -45,6 +45,7 @@ class Batch:
     offsets: dict[Any, int]  # TopicPartition -> next offset to commit
     received: int
     published: bool = False
+    messages: dict[str, dict[int, Message]] = field(default_factory=dict)  # table -> dedup_key -> record
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -162,6 +163,8 @@ class Pipeline:
         if note.inconsistent_timestamps:
             m.inconsistent_timestamps.inc(note.inconsistent_timestamps)
         tables = {"cdrs": cdrs, "call_events": events, "number_status": statuses}
+        encoded: dict[str, dict[int, Message]] = {}
+        encode = self.producer is not None and settings.republish
         for table, rows in tables.items():
             assign_keys(table, rows)  # keys and legs use the numbers as received ...
             rows, in_batch = unique_in_batch(rows)
@@ -173,7 +176,12 @@ class Pipeline:
             tables[table] = protected
             if in_batch + recent:
                 m.discarded.labels("duplicate").inc(in_batch + recent)
-        return Batch(notifications, tables, out.failures, offsets, len(records))
+            if encode:  # the downstream records, off the delivery's path
+                encoded[table] = {}
+                for start in range(0, len(protected), _STEP):
+                    encoded[table].update(messages(table, protected[start:start + _STEP]))
+                    yield
+        return Batch(notifications, tables, out.failures, offsets, len(records), messages=encoded)
 
     # --- I/O part ---------------------------------------------------------------------------
     async def deliver(self, batch: Batch) -> None:
@@ -194,7 +202,8 @@ class Pipeline:
         if not batch.published:
             if self.producer is not None and self.settings.republish:
                 await self.register_schemas()
-                counts = await republish(self.producer, self.settings, new, self.serializer)
+                outgoing = {t: self._messages(batch, t, rows) for t, rows in new.items()}
+                counts = await republish(self.producer, self.settings, outgoing, self.serializer)
                 for topic, count in counts.items():
                     self.metrics.sent.labels(topic).inc(count)
             batch.published = True
@@ -220,6 +229,11 @@ class Pipeline:
         observe = self.metrics.receipt_to_load.observe
         for n in batch.notifications:
             observe(max(0.0, (now_us - n.received_at_us) / 1_000_000))
+
+    @staticmethod
+    def _messages(batch: Batch, table: str, rows: list[dict[str, Any]]) -> list[Message]:
+        encoded = batch.messages.get(table, {})
+        return [encoded.get(r["dedup_key"]) or to_message(table, r) for r in rows]
 
     async def _quarantine(self, failures: list[Failure]) -> None:
         rows = [failure_row(f) for f in failures]

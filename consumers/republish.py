@@ -12,7 +12,6 @@ content-type=application/avro.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from functools import cache
@@ -31,7 +30,7 @@ ROUTES: dict[str, tuple[str, str, str, str, int]] = {
 }
 _SPEC = b"1.0"
 _CONTENT_TYPE = b"application/avro"
-_STEP = 500  # records between two turns of the event loop
+Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
 def topic_for(table: str, settings: Settings) -> str:
@@ -65,7 +64,7 @@ def _writers() -> dict[str, Callable[[dict[str, Any]], bytes]]:
     return {table: row_encoder(schema, as_text=("dedup_key",)) for table, (schema, *_) in ROUTES.items()}
 
 
-def to_message(table: str, row: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+def to_message(table: str, row: dict[str, Any]) -> Message:
     """(key, Avro value, headers) for one row."""
     _, kind, key_column, time_column, per_second = ROUTES[table]
     value = _writers()[table](row)
@@ -83,11 +82,16 @@ def to_message(table: str, row: dict[str, Any]) -> tuple[bytes, bytes, list[tupl
     return subject, value, headers
 
 
+def messages(table: str, rows: list[dict[str, Any]]) -> dict[int, Message]:
+    """The downstream record of each row, by the row's ``dedup_key`` (encoded while the batch is prepared)."""
+    return {row["dedup_key"]: to_message(table, row) for row in rows}
+
+
 async def republish(
-    producer: DownstreamProducer, settings: Settings, tables: dict[str, list[dict[str, Any]]],
+    producer: DownstreamProducer, settings: Settings, tables: dict[str, list[Message]],
     serializer: Serializer | None = None,
 ) -> dict[str, int]:
-    """Send every row and wait for the broker's acks; returns counts per topic.
+    """Send the records of every table and wait for the broker's acks; returns counts per topic.
 
     ``serializer`` re-frames the values for a schema registry (Confluent wire format) when one is set.
     Raises ``BrokerUnavailable`` when any record was not acknowledged.
@@ -95,15 +99,16 @@ async def republish(
     counts: dict[str, int] = {}
     send = producer.send
     reframe = serializer.reframe if serializer is not None and serializer.registry is not None else None
-    for table, rows in tables.items():
-        if not rows:
+    for table, records in tables.items():
+        if not records:
             continue
         topic = topic_for(table, settings)
-        for start in range(0, len(rows), _STEP):
-            for row in rows[start:start + _STEP]:
-                key, value, headers = to_message(table, row)
-                send(topic, reframe(value, topic) if reframe is not None else value, key, headers)
-            await asyncio.sleep(0)  # the next batch is being prepared meanwhile
-        counts[topic] = len(rows)
+        if reframe is None:
+            for key, value, headers in records:
+                send(topic, value, key, headers)
+        else:
+            for key, value, headers in records:
+                send(topic, reframe(value, topic), key, headers)
+        counts[topic] = len(records)
     await producer.flush()
     return counts
