@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 
-_FLUSH_SLICE_S = 0.1  # a flush waits in slices so that a cancelled delivery stops waiting soon
-
 
 def delivery_timeout_ms(settings: Settings) -> int:
     """How long a record may wait for its acknowledgement (the aiokafka producers' request timeout)."""
@@ -130,12 +128,21 @@ class DownstreamProducer:
                 raise BrokerUnavailable(f"downstream publish to {topic} failed: {exc}") from exc
 
     async def flush(self) -> None:
-        """Wait until every record sent so far is acknowledged; ``BrokerUnavailable`` if any was not."""
+        """Wait until every record sent so far is acknowledged; ``BrokerUnavailable`` if any was not.
+
+        Polls librdkafka's queue length from the event loop (the batch being prepared meanwhile keeps
+        running): a thread blocked in ``Producer.flush`` takes hundreds of milliseconds to get the GIL
+        back while the event loop thread is busy."""
         producer = self._require()
         deadline = time.monotonic() + self.timeout_s + 5  # librdkafka fails records after timeout_s
-        while await asyncio.to_thread(producer.flush, _FLUSH_SLICE_S):
+        pause = 0.0005
+        while len(producer):  # records queued or in flight, and delivery reports not yet served
+            producer.poll(0)  # serves delivery reports: only failures have a callback
             if time.monotonic() > deadline:
-                raise BrokerUnavailable(f"Kafka did not acknowledge the downstream records within {self.timeout_s:g} s")
+                raise BrokerUnavailable(
+                    f"Kafka did not acknowledge the downstream records within {self.timeout_s:g} s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
         failed, self._failed = self._failed, []
         if failed:
             more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""

@@ -30,7 +30,7 @@ from callstream.errors import BrokerUnavailable, CallstreamError, StoreError
 from callstream.kafka import consumer_kwargs, ensure_topics
 from callstream.settings import Settings
 from consumers.downstream import DownstreamProducer
-from consumers.load import ClickHouseSink
+from consumers.load import ClickHouseSink, without_dataframes
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Batch, Pipeline
 
@@ -247,6 +247,7 @@ async def run_consumer(
     http_server = None
     if settings.consumer_metrics_port > 0:
         http_server, _ = start_http_server(settings.consumer_metrics_port, registry=registry)
+    without_dataframes()
     client = await asyncio.to_thread(store.connect, settings)
     if migrate:
         from schemas.migrate import apply_migrations
