@@ -68,14 +68,22 @@ def _env(bootstrap: str, run_id: str) -> dict[str, str]:
     return env
 
 
-def start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``baseline``, ``edge``, or ``edge_before`` (the edge from the source tree in ``env["PYTHONPATH"]``)."""
+def start_server(kind: str, port: int, env: dict[str, str], tree: Path | None = None) -> subprocess.Popen[bytes]:
+    """``baseline``, ``edge``, or ``edge_before`` (the edge with ``ingest/`` from the source ``tree``).
+
+    ``python -m`` puts its working directory first on ``sys.path``, so the older tree runs from its own
+    directory (its ``ingest/`` shadows ours) with the rest of the project on ``PYTHONPATH``.
+    """
     if kind == "baseline":
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(port)]
     else:
         cmd = [sys.executable, "-m", "callstream.cli", "--log-level", "WARNING", "edge",
                "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    cwd = ROOT
+    if tree is not None:
+        cwd = tree
+        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, (str(tree), str(ROOT), env.get("PYTHONPATH"))))}
+    process = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port, 30)
     if kind.startswith("edge"):
         import httpx
@@ -143,11 +151,11 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
         old_tree = tempfile.TemporaryDirectory(prefix="callstream-edge-before-")
         try:
             for kind, port in ports.items():
-                server_env = env
+                server_env, tree = env, None
                 if kind == "edge_before":
-                    server_env = {**env, "PYTHONPATH": str(export_ingest(before_ref, Path(old_tree.name))),
-                                  "CALLSTREAM_RAW_TOPIC": f"bench.{run_id}.before.raw"}
-                servers[kind] = start_server(kind, port, server_env)
+                    server_env = {**env, "CALLSTREAM_RAW_TOPIC": f"bench.{run_id}.before.raw"}
+                    tree = export_ingest(before_ref, Path(old_tree.name))
+                servers[kind] = start_server(kind, port, server_env, tree)
                 load(port, duration=1.0, connections=connections)  # warm up
             # Rounds alternate between the two servers (other work on the machine hits both alike);
             # each server keeps its best round.

@@ -18,7 +18,7 @@ deduplication absorbs that). ``Created`` must lie within ``auth_max_skew_s`` of 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -101,17 +101,22 @@ def parse_created(created: str) -> float:
         ) from None
 
 
-def digest(scheme: str, secret: str, nonce: str, created: str, url: str = "") -> str:
-    """The PasswordDigest the platform computes for ``scheme``."""
+def _digest_bytes(scheme: str, secret: bytes, nonce: str, created: str, url: str) -> bytes:
+    """The PasswordDigest as base64 bytes (no newline)."""
     if scheme == "aksk":
-        raw = hmac.digest(secret.encode(), (nonce + created).encode(), "sha256")
+        raw = hmac.digest(secret, (nonce + created).encode(), "sha256")
     elif scheme == "aksk-voice":
-        raw = hmac.digest(secret.encode(), f"{url}\n{nonce}\n{created}".encode(), "sha256")
+        raw = hmac.digest(secret, f"{url}\n{nonce}\n{created}".encode(), "sha256")
     elif scheme == "wsse":
-        raw = hashlib.sha256((nonce + created + secret).encode()).digest()
+        raw = hashlib.sha256((nonce + created).encode() + secret).digest()
     else:
         raise ValueError(f"unknown auth scheme {scheme!r}: use one of {', '.join(ALL_SCHEMES)}")
-    return base64.b64encode(raw).decode("ascii")
+    return binascii.b2a_base64(raw, newline=False)
+
+
+def digest(scheme: str, secret: str, nonce: str, created: str, url: str = "") -> str:
+    """The PasswordDigest the platform computes for ``scheme``."""
+    return _digest_bytes(scheme, secret.encode(), nonce, created, url).decode("ascii")
 
 
 def sign_headers(
@@ -151,6 +156,8 @@ class Authenticator:
         if unknown:
             raise ValueError(f"unknown auth scheme(s) {unknown}: CALLSTREAM_AUTH_SCHEMES takes {','.join(ALL_SCHEMES)}")
         self.apps = dict(apps)
+        self._secrets: dict[str, bytes] = {}  # secret -> its bytes, encoded once
+        self._created: dict[str, float] = {}  # Created text -> epoch; pushes of one second share it
         self.schemes = frozenset(s for s in names if s)
         self.max_skew_s = max_skew_s
         # the schemes tried per header, most likely first (voice pushes use the voice digest)
@@ -174,10 +181,18 @@ class Authenticator:
         if not allowed:
             raise AuthError("this auth scheme is disabled here (CALLSTREAM_AUTH_SCHEMES)", reason="scheme_disabled")
         token = parse_token(token_text)
-        secret = self.apps.get(token.username)
-        if secret is None:
+        secret_text = self.apps.get(token.username)
+        if secret_text is None:
             raise AuthError("unknown appKey", reason="unknown_app")
-        created_at = parse_created(token.created)
+        secret = self._secrets.get(secret_text)
+        if secret is None:
+            secret = self._secrets[secret_text] = secret_text.encode()
+        created_at = self._created.get(token.created)
+        if created_at is None:
+            created_at = parse_created(token.created)
+            if len(self._created) >= 256:
+                self._created.clear()
+            self._created[token.created] = created_at
         if abs(now - created_at) > self.max_skew_s:
             raise AuthError(
                 f"Created is more than {int(self.max_skew_s)} s away from server time", reason="skewed_created"
@@ -185,8 +200,7 @@ class Authenticator:
         presented = token.digest.encode()
         scheme_ok = ""
         for scheme in allowed:
-            expected = digest(scheme, secret, token.nonce, token.created, url).encode()
-            if hmac.compare_digest(expected, presented):
+            if hmac.compare_digest(_digest_bytes(scheme, secret, token.nonce, token.created, url), presented):
                 scheme_ok = scheme
                 break
         if not scheme_ok:

@@ -33,13 +33,29 @@ class Receipt(NamedTuple):
     remote_addr: str
 
 
-_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+_IDS_PER_READ = 256
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  # RFC 4122 variant, 2 random bits
+_ids: list[str] = []
+
+
+def _random_ids() -> list[str]:
+    """256 version 4 UUIDs as 32 hex digits, from one ``os.urandom`` read."""
+    h = os.urandom(16 * _IDS_PER_READ).hex()
+    return [f"{h[i:i + 12]}4{h[i + 13:i + 16]}{_VARIANT[h[i + 16]]}{h[i + 17:i + 32]}" for i in range(0, len(h), 32)]
+
+
+def _forget_ids() -> None:
+    _ids.clear()  # a forked child must not repeat its parent's buffered ids
+
+
+os.register_at_fork(after_in_child=_forget_ids)
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex`` at a third of the cost."""
-    return f"{(int.from_bytes(os.urandom(16)) & _V4_CLEAR) | _V4_SET:032x}"
+    """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex`` at a fraction of the cost."""
+    if not _ids:
+        _ids.extend(_random_ids())
+    return _ids.pop()
 
 
 def rfc3339(moment: datetime) -> str:

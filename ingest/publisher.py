@@ -2,6 +2,7 @@
 
 The producer connects in the background (and keeps retrying), so the edge starts even when Kafka is
 down; until then ``publish`` raises :class:`BrokerUnavailable` at once and the edge answers 503.
+Records of concurrent requests go out as one batch per partition (:mod:`ingest.batcher`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from aiokafka.errors import KafkaError
 from callstream.errors import BrokerUnavailable
 from callstream.kafka import ensure_topics, producer_kwargs
 from callstream.settings import Settings
+from ingest.batcher import PartitionBatcher
+from ingest.deadlines import Deadlines
 from ingest.partitioner import CachedMurmur2Partitioner
 from schemas.serde import Serializer
 
@@ -29,6 +32,9 @@ class Publisher:
         self.settings = settings
         self.timeout_s = settings.ack_timeout_s
         self._producer: AIOKafkaProducer | None = None
+        self._batcher: PartitionBatcher | None = None
+        self._deadlines: Deadlines | None = None
+        self._late = f"Kafka did not acknowledge within {self.timeout_s:g} s"
         self._connector: asyncio.Task[None] | None = None
         self._stopping = False
         self.serializer = Serializer(settings)
@@ -51,9 +57,8 @@ class Publisher:
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("cannot create topics on %s yet: %r", settings.kafka_bootstrap, exc)
             return False
-        producer = AIOKafkaProducer(
-            **producer_kwargs(settings, client_id="callstream-edge"), partitioner=CachedMurmur2Partitioner()
-        )
+        partitioner = CachedMurmur2Partitioner()
+        producer = AIOKafkaProducer(**producer_kwargs(settings, client_id="callstream-edge"), partitioner=partitioner)
         try:
             await asyncio.wait_for(producer.start(), budget)
         except (KafkaError, OSError, TimeoutError) as exc:
@@ -72,6 +77,17 @@ class Publisher:
                 with contextlib.suppress(KafkaError, OSError, TimeoutError):
                     await asyncio.wait_for(producer.stop(), budget)
                 return False
+        batcher = PartitionBatcher(producer, partitioner)
+        try:
+            for topic in (settings.raw_topic, settings.dead_topic):
+                await asyncio.wait_for(batcher.learn(topic), budget)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("no partition metadata from %s yet: %r", settings.kafka_bootstrap, exc)
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), budget)
+            return False
+        self._deadlines = Deadlines(asyncio.get_running_loop(), self.timeout_s, self._late)
+        self._batcher = batcher
         self._producer = producer
         log.info("edge producer connected to %s", settings.kafka_bootstrap)
         return True
@@ -90,18 +106,25 @@ class Publisher:
         ``value`` is single-object encoded; with a schema registry configured it is re-framed in the
         Confluent wire format (schemas registered at connect time, so no HTTP call happens here).
         """
-        producer = self._producer
-        if producer is None:
+        batcher, deadlines = self._batcher, self._deadlines
+        if batcher is None or deadlines is None:
             raise BrokerUnavailable("Kafka producer is not connected yet")
         value = self.serializer.reframe(value, topic)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                future = await producer.send(topic, value, key=key, headers=headers)
-                await future
-        except TimeoutError:
-            raise BrokerUnavailable(f"Kafka did not acknowledge within {self.timeout_s:g} s") from None
-        except KafkaError as exc:
-            raise BrokerUnavailable(f"Kafka refused the write: {exc!r}") from exc
+        partitions = batcher.partitions(topic)
+        if partitions is None:  # a topic the producer has no metadata for yet
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await batcher.learn(topic)
+            except TimeoutError:
+                raise BrokerUnavailable(self._late) from None
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"Kafka refused the write: {exc!r}") from exc
+            partitions = batcher.partitions(topic) or []
+        waiter = batcher.add(topic, partitions, value, key, headers)
+        deadlines.watch(waiter)
+        error = await waiter
+        if error is not None:
+            raise BrokerUnavailable(error)
 
     async def ready(self) -> bool:
         """Connected, and the cluster answers a metadata request within the deadline."""
@@ -126,8 +149,17 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         producer, self._producer = self._producer, None
+        batcher, self._batcher = self._batcher, None
+        deadlines, self._deadlines = self._deadlines, None
+        if batcher is not None:
+            try:
+                await asyncio.wait_for(batcher.drain(), self.settings.shutdown_grace_s)
+            except TimeoutError:
+                log.warning("records still unacknowledged after %g s at shutdown", self.settings.shutdown_grace_s)
         if producer is not None:
             try:
                 await asyncio.wait_for(producer.stop(), self.settings.shutdown_grace_s)
             except (TimeoutError, KafkaError, OSError) as exc:
                 log.warning("producer did not flush cleanly on shutdown: %r", exc)
+        if deadlines is not None:
+            deadlines.close()
