@@ -28,8 +28,8 @@ ROUTES: dict[str, tuple[str, str, str, str, int]] = {
     "call_events": ("call_event", "call_event", "session_id", "event_time", 1000),
     "number_status": ("number_status", "number_status", "number", "received_at", 1_000_000),
 }
-_SPEC = b"1.0"
-_CONTENT_TYPE = b"application/avro"
+_SPEC_HEADER = ("ce_specversion", b"1.0")
+_CONTENT_TYPE_HEADER = ("content-type", b"application/avro")
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
@@ -64,20 +64,35 @@ def _writers() -> dict[str, Callable[[dict[str, Any]], bytes]]:
     return {table: row_encoder(schema, as_text=("dedup_key",)) for table, (schema, *_) in ROUTES.items()}
 
 
+_sources: dict[tuple[str, str, str], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
+
+
+def _source_and_type(service: str, app_key: str, kind: str) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """The ce_source and ce_type headers (a handful of distinct values: remembered)."""
+    found = _sources.get((service, app_key, kind))
+    if found is None:
+        if len(_sources) >= 10_000:
+            _sources.clear()
+        found = _sources[(service, app_key, kind)] = (
+            ("ce_source", f"huawei/{service}/{app_key}".encode()),
+            ("ce_type", f"com.huaweicloud.{service}.{kind}".encode()))
+    return found
+
+
 def to_message(table: str, row: dict[str, Any]) -> Message:
     """(key, Avro value, headers) for one row."""
     _, kind, key_column, time_column, per_second = ROUTES[table]
     value = _writers()[table](row)
-    service = row["service"]
     subject = row[key_column].encode()
+    source, ce_type = _source_and_type(row["service"], row["app_key"], kind)
     headers = [
-        ("ce_specversion", _SPEC),
+        _SPEC_HEADER,
         ("ce_id", f"{row['notification_id']}:{row['record_index']}".encode()),
-        ("ce_source", f"huawei/{service}/{row['app_key']}".encode()),
-        ("ce_type", f"com.huaweicloud.{service}.{kind}".encode()),
+        source,
+        ce_type,
         ("ce_time", _rfc3339(row[time_column], per_second)),
         ("ce_subject", subject),
-        ("content-type", _CONTENT_TYPE),
+        _CONTENT_TYPE_HEADER,
     ]
     return subject, value, headers
 
