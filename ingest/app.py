@@ -145,8 +145,15 @@ class NotifyEndpoint:
         value = raw_record(receipt, body.data, classified.event_type, identity.app_key, identity.scheme)
         key = classified.key
         headers = cloudevent_headers(receipt, classified.event_type, identity.app_key, key)
+        key_bytes = key.encode() if key else None
         try:
-            await self.publisher.publish(self.raw_topic, value, key.encode() if key else None, headers)
+            waiter = self.publisher.submit(self.raw_topic, value, key_bytes, headers)
+            if waiter is None:  # no partition metadata for the topic yet: the slower, waiting path
+                await self.publisher.publish(self.raw_topic, value, key_bytes, headers)
+            else:
+                error = await waiter
+                if error is not None:
+                    raise BrokerUnavailable(error)
         except BrokerUnavailable as exc:
             self.metrics.error("publish")
             await _answer(send, 503, {"error": exc.reason, "detail": str(exc)}, True)
@@ -210,7 +217,6 @@ class EdgeApp(Starlette):
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self.notify.get(scope["path"])
             if endpoint is not None:
-                scope["app"] = self
                 await endpoint(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)

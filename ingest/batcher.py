@@ -2,10 +2,11 @@
 
 Each request appends its record to the open batch of its partition (``producer.create_batch()``) and
 gets a future that settles when Kafka acknowledged that batch (the producer's acks, ``all`` for the
-edge). When no shipment is waiting for its acknowledgement, the open batches of all partitions are
-handed to the producer (``send_batch``) on the next turn of the event loop, so they leave in one
-produce request; records arriving meanwhile join new open batches and go out with the next shipment.
-That is the batching ``producer.send`` does, without its per-record coroutine, future and metadata.
+edge). The open batches of all partitions are handed to the producer together (``send_batch``, on
+the next turn of the event loop), so they leave in one produce request. At most two shipments are
+unacknowledged at a time: one in flight, the next queued in the producer to leave as soon as the
+broker answers the first; records arriving meanwhile join new open batches. That is the batching
+``producer.send`` does, without its per-record coroutine, future and metadata.
 
 A waiter's result is ``None`` once the record is acknowledged, else the text of the error.
 """
@@ -33,7 +34,7 @@ def _settle(waiters: list[Waiter], outcome: str | None) -> None:
 
 
 class _Shipment:
-    """Batches handed to the producer together; the next shipment starts when they are acknowledged."""
+    """Batches handed to the producer together, counted until every one of them is acknowledged."""
 
     __slots__ = ("remaining",)
 
@@ -46,7 +47,9 @@ class PartitionBatcher:
 
     At most ``max_shipments`` shipments wait for their acknowledgement at a time; records arriving
     meanwhile join the open batches and go out together with the next shipment (few, full produce
-    requests under load; one record at once when idle).
+    requests under load; one record at once when idle). Keep it at 2 or less: a third shipment would
+    queue behind a partition's pending batch twice, and aiokafka's ``send_batch`` shortens its own
+    timeout on every such wait.
     """
 
     def __init__(
@@ -54,7 +57,7 @@ class PartitionBatcher:
         producer: AIOKafkaProducer,
         partitioner: CachedMurmur2Partitioner | None = None,
         *,
-        max_shipments: int = 1,
+        max_shipments: int = 2,
     ) -> None:
         self.producer = producer
         self.loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from callstream.errors import BrokerUnavailable
 from callstream.kafka import ensure_topics, producer_kwargs
 from callstream.settings import Settings
-from ingest.batcher import PartitionBatcher
+from ingest.batcher import PartitionBatcher, Waiter
 from ingest.deadlines import Deadlines
 from ingest.partitioner import CachedMurmur2Partitioner
 from schemas.serde import Serializer
@@ -100,28 +100,41 @@ class Publisher:
                 return
             delay = min(delay * 2, 5.0)
 
+    def submit(self, topic: str, value: bytes, key: bytes | None, headers: KafkaHeaders) -> Waiter | None:
+        """Queue one record; the returned future gives ``None`` once acknowledged, else why not (at most
+        ``ack_timeout_s`` later). ``None`` instead of a future: the topic's metadata is not known yet,
+        use :meth:`publish`. Raises :class:`BrokerUnavailable` while the producer is not connected.
+        """
+        batcher, deadlines = self._batcher, self._deadlines
+        if batcher is None or deadlines is None:
+            raise BrokerUnavailable("Kafka producer is not connected yet")
+        partitions = batcher.partitions(topic)
+        if partitions is None:
+            return None
+        waiter = batcher.add(topic, partitions, self.serializer.reframe(value, topic), key, headers)
+        deadlines.watch(waiter)
+        return waiter
+
     async def publish(self, topic: str, value: bytes, key: bytes | None, headers: KafkaHeaders) -> None:
         """Write one record and wait for the acks=all acknowledgement, at most ``ack_timeout_s``.
 
         ``value`` is single-object encoded; with a schema registry configured it is re-framed in the
         Confluent wire format (schemas registered at connect time, so no HTTP call happens here).
         """
-        batcher, deadlines = self._batcher, self._deadlines
-        if batcher is None or deadlines is None:
-            raise BrokerUnavailable("Kafka producer is not connected yet")
-        value = self.serializer.reframe(value, topic)
-        partitions = batcher.partitions(topic)
-        if partitions is None:  # a topic the producer has no metadata for yet
+        waiter = self.submit(topic, value, key, headers)
+        if waiter is None:  # a topic the producer has no metadata for yet
+            batcher = self._batcher
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    await batcher.learn(topic)
+                    if batcher is not None:
+                        await batcher.learn(topic)
             except TimeoutError:
                 raise BrokerUnavailable(self._late) from None
             except KafkaError as exc:
                 raise BrokerUnavailable(f"Kafka refused the write: {exc!r}") from exc
-            partitions = batcher.partitions(topic) or []
-        waiter = batcher.add(topic, partitions, value, key, headers)
-        deadlines.watch(waiter)
+            waiter = self.submit(topic, value, key, headers)
+            if waiter is None:
+                raise BrokerUnavailable(f"Kafka has no partitions for {topic}")
         error = await waiter
         if error is not None:
             raise BrokerUnavailable(error)
