@@ -4,7 +4,7 @@
 
 Starts an EmbeddedBroker, then (a) a bare Starlette JSON handler (parse the body, answer {}) and (b) the
 edge (`callstream edge`, auth on, acks=all to the local broker), each in its own uvicorn process (one
-worker, uvloop + httptools). The same load generator (bench/_load.py, its own process) drives both:
+worker, uvloop + httptools, the same garbage-collector tuning). The same load generator (bench/_load.py, its own process) drives both:
 a closed-loop max-throughput run, then a fixed-rate run against the edge. Writes bench/results/edge.json.
 """
 
@@ -49,9 +49,18 @@ def baseline_app() -> Any:
 
 
 def serve_baseline(port: int) -> None:
+    """The bare handler under the edge's server settings: uvloop, httptools, no access log, and the
+    edge process's garbage-collector tuning (young-generation threshold, start-up objects frozen)."""
+    import gc
+
     import uvicorn
 
-    uvicorn.run(baseline_app(), host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+    from ingest.server import GC_GEN0_THRESHOLD
+
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+    app = baseline_app()
+    gc.freeze()
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
                 access_log=False, log_level="warning")
 
 
@@ -134,6 +143,17 @@ def export_ingest(ref: str, into: Path) -> Path:
     return into
 
 
+def recorded_at(ref: str) -> dict[str, Any] | None:
+    """The headline figures ``bench/results/edge.json`` held at git ``ref`` (an earlier run, other conditions)."""
+    shown = subprocess.run(["git", "show", f"{ref}:bench/results/edge.json"], cwd=ROOT, capture_output=True)
+    if shown.returncode != 0:
+        return None
+    old = json.loads(shown.stdout)
+    keys = ("baseline_per_s", "callstream_per_s", "ratio", "p50_ms", "p99_ms", "p999_ms", "rss_mb",
+            "fixed_rate_p99_ms", "per_server_cpu_s")
+    return {key: old[key] for key in keys if key in old}
+
+
 def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
     duration = 4.0 if quick else 10.0
     rounds = 1 if quick else 3
@@ -204,7 +224,11 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
         "before": {
             "ref": before_ref, "per_s": results["edge_before"]["per_s"],
             "per_server_cpu_s": results["edge_before"]["per_server_cpu_s"],
-            "p99_ms": results["edge_before"]["p99_ms"], "rss_mb": results["edge_before_rss_mb"],
+            "p50_ms": results["edge_before"]["p50_ms"], "p99_ms": results["edge_before"]["p99_ms"],
+            "p999_ms": results["edge_before"]["p999_ms"], "rss_mb": results["edge_before_rss_mb"],
+            "ratio": round(results["edge_before"]["per_s"] / base["per_s"], 3) if base["per_s"] else 0.0,
+            "per_server_cpu_ratio": round(results["edge_before"]["per_server_cpu_s"] / base["per_server_cpu_s"], 3),
+            "recorded_at_ref": recorded_at(before_ref),
         } if before_ref else None,
         "statuses": {"baseline": base["statuses"], "edge": edge["statuses"], "fixed": fixed["statuses"]},
         "targets": {
@@ -219,8 +243,10 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
             "quick": quick, "duration_s": duration, "rounds": rounds, "connections": connections, "fixed_rate": rate,
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "loadavg_before": load_before, "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
-            "notes": "one uvicorn worker each; generator in its own process; keep-alive connections; "
-                     "edge: auth on (aksk / aksk-voice), acks=all, lz4, linger 2 ms, embedded Tansu broker",
+            "notes": "one uvicorn worker each (uvloop, httptools, no access log, gen0 GC threshold 20000, "
+                     "start-up objects frozen); generator in its own process; keep-alive connections; "
+                     "edge: auth on (aksk / aksk-voice), acks=all, lz4, one aiokafka batch per partition "
+                     "per shipment (send_batch), embedded Tansu broker",
         },
     }
     return report
@@ -251,8 +277,9 @@ def main() -> int:
     print(f"fixed 2000/s   : {report['fixed_rate_per_s']} req/s  p99 {report['fixed_rate_p99_ms']} ms (target <= 25)")
     if report["before"]:
         before = report["before"]
-        print(f"edge before    : {before['per_s']:>9.0f} req/s at {before['ref']} "
-              f"({before['per_server_cpu_s']} per server CPU-s, p99 {before['p99_ms']} ms)")
+        print(f"edge before    : {before['per_s']:>9.0f} req/s at {before['ref']} (ratio {before['ratio']:.2f}; "
+              f"{before['per_server_cpu_s']} per server CPU-s, ratio {before['per_server_cpu_ratio']}; "
+              f"p50 {before['p50_ms']} ms, p99 {before['p99_ms']} ms, p999 {before['p999_ms']} ms)")
     print(f"machine load   : {' '.join(report['setup']['loadavg_before'])} before, "
           f"{' '.join(report['setup']['loadavg_after'])} after ({report['setup']['cpus']} cpus)")
     for name, target in report["targets"].items():

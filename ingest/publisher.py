@@ -2,7 +2,9 @@
 
 The producer connects in the background (and keeps retrying), so the edge starts even when Kafka is
 down; until then ``publish`` raises :class:`BrokerUnavailable` at once and the edge answers 503.
-Records of concurrent requests go out as one batch per partition (:mod:`ingest.batcher`).
+Records of concurrent requests go out as one batch per partition (:mod:`ingest.batcher`): the edge
+forms its batches itself, so ``producer_linger_ms`` does not delay its writes (``producer_max_batch_bytes``
+and ``producer_compression`` apply as usual).
 """
 
 from __future__ import annotations
