@@ -188,8 +188,7 @@ class Pipeline:
         """Publish and load the batch; raises retriable errors without losing anything."""
         sink = self.sink
         wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
-        stored_by_table = await asyncio.to_thread(
-            lambda: {t: sink.existing_keys(t, keys) for t, keys in wanted.items()})  # one thread hop
+        stored_by_table = await asyncio.to_thread(sink.existing_keys_by_table, wanted)  # one query
         new: dict[str, list[dict[str, Any]]] = {}
         for table in ROW_TABLES:
             rows = batch.tables[table]
