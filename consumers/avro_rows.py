@@ -21,7 +21,7 @@ from typing import Any
 
 from schemas.avro_codec import MARKER, encode, encode_long, schema_fingerprint, schema_json
 
-_STR, _INT, _LONG, _NULL_INT, _NULL_LONG, _DATE = range(6)
+_STR, _INT, _LONG, _NULL_INT, _NULL_LONG, _DATE, _TEXT = range(7)
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _EPOCH = date(1970, 1, 1)
@@ -94,10 +94,19 @@ def _string(value: str) -> bytes:
 
 
 _TEMPLATES = {
-    _STR: """    v = row[{name!r}]{to_text}
+    _STR: """    v = row[{name!r}]
     if type(v) is not str:
         raise _Unsupported
     p{i} = sget(v) or string(v)
+""",
+    _TEXT: """    v = row[{name!r}]
+    if type(v) is int:
+        v = str(v).encode()
+    elif type(v) is str:
+        v = v.encode()
+    else:
+        raise _Unsupported
+    p{i} = varint(len(v)) + v
 """,
     _INT: """    v = row[{name!r}]
     if type(v) is not int or not {lo} <= v <= {hi}:
@@ -124,9 +133,6 @@ _TEMPLATES = {
 }
 _TEMPLATES[_LONG] = _TEMPLATES[_INT]
 _TEMPLATES[_NULL_LONG] = _TEMPLATES[_NULL_INT]
-_TO_TEXT = """
-    if type(v) is int:
-        v = str(v)"""
 
 
 @cache
@@ -140,8 +146,9 @@ def _compiled(name: str, as_text: frozenset[str]) -> Callable[[dict[str, Any]], 
     lines = ["def write(row):", "    try:"]
     for i, (field, kind) in enumerate(fields):
         lo, hi = (_INT_MIN, _INT_MAX) if kind in (_INT, _NULL_INT, _DATE) else (_LONG_MIN, _LONG_MAX)
-        block = _TEMPLATES[kind].format(name=field, i=i, lo=lo, hi=hi,
-                                        to_text=_TO_TEXT if field in as_text else "")
+        if field in as_text and kind == _STR:
+            kind = _TEXT  # unique values (keys): not worth the string cache
+        block = _TEMPLATES[kind].format(name=field, i=i, lo=lo, hi=hi)
         lines += ["    " + line for line in block.splitlines()]
     lines += ["    except KeyError:", "        raise _Unsupported from None",
               f"    return header + b''.join(({''.join(f'p{i}, ' for i in range(len(fields)))}))"]

@@ -44,19 +44,21 @@ def schema_topics(settings: Settings) -> list[tuple[str, str]]:
         ("dead_letter", settings.dead_topic)]
 
 
-_seconds: dict[int, str] = {}
+_minutes: dict[int, bytes] = {}
+_SECONDS = [f"{n:02d}.".encode() for n in range(60)]
+_MILLIS = [f"{n:03d}Z".encode() for n in range(1000)]
 
 
 def _rfc3339(value: int, per_second: int) -> bytes:
     """``2024-03-12T02:15:40.123Z`` (milliseconds, UTC) of ``value`` units of 1/``per_second`` s."""
-    millis = value * 1000 // per_second
-    second, milli = divmod(millis, 1000)
-    prefix = _seconds.get(second)
+    second, milli = divmod(value * 1000 // per_second, 1000)
+    minute, sec = divmod(second, 60)
+    prefix = _minutes.get(minute)
     if prefix is None:
-        if len(_seconds) >= 50_000:
-            _seconds.clear()
-        prefix = _seconds[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{prefix}.{milli:03d}Z".encode()
+        if len(_minutes) >= 50_000:
+            _minutes.clear()
+        prefix = _minutes[minute] = time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minute * 60)).encode()
+    return prefix + _SECONDS[sec] + _MILLIS[milli]
 
 
 @cache

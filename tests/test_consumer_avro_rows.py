@@ -68,3 +68,25 @@ def test_datetime_time_values_are_converted_like_fastavro() -> None:
     row = _row("cdr", 2)
     row["call_time"] = datetime(2024, 3, 12, 10, 0, 0, 123000).astimezone()
     assert encode_row("cdr", row) == encode("cdr", row)
+
+
+@pytest.mark.parametrize("name", ["cdr", "call_event", "number_status"])
+def test_as_text_fields_write_the_decimal_text_of_an_int(name: str) -> None:
+    from consumers.avro_rows import row_encoder
+
+    write = row_encoder(name, as_text=("dedup_key",))
+    for key in (0, 7, 2**63 + 5, 2**64 - 1):
+        row = {**_row(name, 3), "dedup_key": key}
+        assert write(row) == encode(name, {**row, "dedup_key": str(key)})
+    row = {**_row(name, 3), "dedup_key": "already text"}
+    assert write(row) == encode(name, row)
+    odd = {**_row(name, 3), "dedup_key": 1.5}  # neither int nor str: whatever fastavro says
+    try:
+        expected: bytes | type[BaseException] = encode(name, odd)
+    except Exception as exc:  # noqa: BLE001
+        expected = type(exc)
+    if isinstance(expected, bytes):
+        assert write(odd) == expected
+    else:
+        with pytest.raises(expected):
+            write(odd)
