@@ -3,10 +3,10 @@
 Each request appends its record to the open batch of its partition (``producer.create_batch()``) and
 gets a future that settles when Kafka acknowledged that batch (the producer's acks, ``all`` for the
 edge). The open batches of all partitions are handed to the producer together (``send_batch``, on
-the next turn of the event loop), so they leave in one produce request. At most two shipments are
-unacknowledged at a time: one in flight, the next queued in the producer to leave as soon as the
-broker answers the first; records arriving meanwhile join new open batches. That is the batching
-``producer.send`` does, without its per-record coroutine, future and metadata.
+the next turn of the event loop), so they leave in one produce request. One shipment is
+unacknowledged at a time; records arriving meanwhile join new open batches and leave together once
+the broker answered. That is the batching ``producer.send`` does, without its per-record coroutine,
+future and metadata.
 
 A waiter's result is ``None`` once the record is acknowledged, else the text of the error.
 """
@@ -47,9 +47,9 @@ class PartitionBatcher:
 
     At most ``max_shipments`` shipments wait for their acknowledgement at a time; records arriving
     meanwhile join the open batches and go out together with the next shipment (few, full produce
-    requests under load; one record at once when idle). Keep it at 2 or less: a third shipment would
-    queue behind a partition's pending batch twice, and aiokafka's ``send_batch`` shortens its own
-    timeout on every such wait.
+    requests under load; one record at once when idle). One costs the least CPU per record; keep it
+    at 2 or less: a third shipment would queue behind a partition's pending batch twice, and
+    aiokafka's ``send_batch`` shortens its own timeout on every such wait.
     """
 
     def __init__(
@@ -57,7 +57,7 @@ class PartitionBatcher:
         producer: AIOKafkaProducer,
         partitioner: CachedMurmur2Partitioner | None = None,
         *,
-        max_shipments: int = 2,
+        max_shipments: int = 1,
     ) -> None:
         self.producer = producer
         self.loop = asyncio.get_running_loop()

@@ -102,6 +102,15 @@ def _text(value: str) -> bytes:
     return encode_long(len(data)) + data
 
 
+def _long8(value: int) -> bytes:
+    """``encode_long`` unrolled for the 8-byte range (microsecond timestamps from 1987 to 2541)."""
+    n = value << 1
+    if (1 << 49) <= n < (1 << 56):
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21 & 0x7F | 0x80,
+                      n >> 28 & 0x7F | 0x80, n >> 35 & 0x7F | 0x80, n >> 42 & 0x7F | 0x80, n >> 49))
+    return encode_long(value)
+
+
 def _known_text(value: str) -> bytes:
     """``_text`` for the few values that repeat (service, path, event type, app key, client address)."""
     encoded = _TEXT_CACHE.get(value)
@@ -132,7 +141,7 @@ def raw_record(receipt: Receipt, body: bytes, event_type: str, app_key: str, aut
         return b"".join((
             _RAW_PREFIX,
             _text(receipt.id),
-            encode_long(micros),
+            _long8(micros),
             _known_text(receipt.service),
             _known_text(receipt.path),
             _known_text(event_type),
