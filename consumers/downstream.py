@@ -157,4 +157,6 @@ class DownstreamProducer:
         if left:
             log.warning("downstream producer stopped with %d records unacknowledged (dropped)", left)
             producer.purge()  # close() would wait for them without a deadline
-        await asyncio.to_thread(producer.close)
+        close = getattr(producer, "close", None)  # confluent-kafka >= 2.10; older ones close when collected
+        if close is not None:
+            await asyncio.to_thread(close)

@@ -20,8 +20,8 @@ from aiokafka.structs import ConsumerRecord
 from callstream.errors import NormaliseError
 from callstream.settings import Settings
 from consumers.decode import Notification, decode_envelope
-from consumers.downstream import DownstreamProducer
 from consumers.dedupe import RecentKeys, assign_keys, failure_key, unique_in_batch
+from consumers.downstream import DownstreamProducer
 from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
@@ -206,6 +206,7 @@ class Pipeline:
                 for topic, count in counts.items():
                     self.metrics.sent.labels(topic).inc(count)
             batch.published = True
+            batch.messages = {}
         failures = list(batch.failures)
 
         def load_all() -> dict[str, tuple[int, list[Any]]]:
