@@ -48,18 +48,21 @@ def baseline_app() -> Any:
     return Starlette(routes=[Route("/notify/{service}", notify, methods=["POST"])])
 
 
-def serve_baseline(port: int) -> None:
-    """The bare handler under the edge's server settings: uvloop, httptools, no access log, and the
-    edge process's garbage-collector tuning (young-generation threshold, start-up objects frozen)."""
+def serve_baseline(port: int, tuned_gc: bool = True) -> None:
+    """The bare handler under the edge's server settings: uvloop, httptools, no access log, and (unless
+    ``tuned_gc`` is off) the edge process's garbage-collector tuning (young-generation threshold,
+    start-up objects frozen)."""
     import gc
 
     import uvicorn
 
     from ingest.server import GC_GEN0_THRESHOLD
 
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+    if tuned_gc:
+        gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
     app = baseline_app()
-    gc.freeze()
+    if tuned_gc:
+        gc.freeze()
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
                 access_log=False, log_level="warning")
 
@@ -83,8 +86,10 @@ def start_server(kind: str, port: int, env: dict[str, str], tree: Path | None = 
     ``python -m`` puts its working directory first on ``sys.path``, so the older tree runs from its own
     directory (its ``ingest/`` shadows ours) with the rest of the project on ``PYTHONPATH``.
     """
-    if kind == "baseline":
+    if kind.startswith("baseline"):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(port)]
+        if kind == "baseline_default_gc":
+            cmd.append("--default-gc")
     else:
         cmd = [sys.executable, "-m", "callstream.cli", "--log-level", "WARNING", "edge",
                "--host", "127.0.0.1", "--port", str(port)]
@@ -164,7 +169,8 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         env = _env(broker.bootstrap, run_id)
         broker_pid = broker._process.pid  # type: ignore[union-attr]
-        kinds = ["baseline", "edge"] + (["edge_before"] if before_ref else [])
+        # baseline_default_gc: the bare handler with Python's default GC thresholds, as earlier runs had it
+        kinds = ["baseline", "edge", "baseline_default_gc"] + (["edge_before"] if before_ref else [])
         ports = {kind: free_port() for kind in kinds}
         servers: dict[str, subprocess.Popen[bytes]] = {}
         results: dict[str, Any] = {}
@@ -230,6 +236,13 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
             "per_server_cpu_ratio": round(results["edge_before"]["per_server_cpu_s"] / base["per_server_cpu_s"], 3),
             "recorded_at_ref": recorded_at(before_ref),
         } if before_ref else None,
+        "baseline_default_gc": {  # the same bare handler without the edge's GC tuning (how earlier runs ran it)
+            "per_s": results["baseline_default_gc"]["per_s"],
+            "per_server_cpu_s": results["baseline_default_gc"]["per_server_cpu_s"],
+            "edge_ratio": round(edge["per_s"] / results["baseline_default_gc"]["per_s"], 3),
+            "edge_per_server_cpu_ratio": round(
+                edge["per_server_cpu_s"] / results["baseline_default_gc"]["per_server_cpu_s"], 3),
+        },
         "statuses": {"baseline": base["statuses"], "edge": edge["statuses"], "fixed": fixed["statuses"]},
         "targets": {
             "ratio_min": {"target": TARGETS["ratio_min"], "met": ratio >= TARGETS["ratio_min"]},
@@ -258,9 +271,10 @@ def main() -> int:
     parser.add_argument("--before", default="", metavar="GIT_REF",
                         help="also run the edge as it was at GIT_REF (same run, same load) for a before/after")
     parser.add_argument("--serve-baseline", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--default-gc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
-        serve_baseline(args.serve_baseline)
+        serve_baseline(args.serve_baseline, tuned_gc=not args.default_gc)
         return 0
     report = run(args.quick, args.before)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -273,6 +287,9 @@ def main() -> int:
     print(f"per server CPU-s: baseline {report['per_server_cpu_s']['baseline']}, edge "
           f"{report['per_server_cpu_s']['edge']} (ratio {report['per_server_cpu_s']['ratio']})")
     print(f"ratio          : {report['ratio']:.2f}  (target >= {TARGETS['ratio_min']})")
+    untuned = report["baseline_default_gc"]
+    print(f"bare, default GC: {untuned['per_s']:>8.0f} req/s ({untuned['per_server_cpu_s']} per server CPU-s); "
+          f"edge ratio vs it {untuned['edge_ratio']:.2f}, per CPU-s {untuned['edge_per_server_cpu_ratio']}")
     print(f"peak RSS edge  : {report['rss_mb']} MB (baseline {report['baseline_rss_mb']} MB; target <= 150)")
     print(f"fixed 2000/s   : {report['fixed_rate_per_s']} req/s  p99 {report['fixed_rate_p99_ms']} ms (target <= 25)")
     if report["before"]:
