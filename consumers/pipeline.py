@@ -104,6 +104,12 @@ class Pipeline:
             await asyncio.to_thread(self.serializer.prepare, schema_topics(self.settings))
             self._schemas_registered = True
 
+    async def fetch_writer_schemas(self, records: list[ConsumerRecord]) -> None:
+        """Fetch the registry schemas the records name before ``prepare`` (which makes no HTTP call);
+        ``BrokerUnavailable`` while the registry is unreachable: retry, nothing was changed."""
+        if self.serializer.registry is not None:
+            await asyncio.to_thread(self.serializer.fetch_writers, [rec.value for rec in records])
+
     # --- CPU part ---------------------------------------------------------------------------
     def prepare(self, records: list[ConsumerRecord]) -> Batch:
         steps = self._prepare(records)

@@ -42,6 +42,25 @@ async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def fetch_schemas_with_retry(
+    pipeline: Pipeline, records: list[Any], stop: asyncio.Event, max_backoff_s: float
+) -> bool:
+    """Fetch the registry writer schemas ``records`` name, backing off while the registry is
+    unreachable. False if stopped first (the records are then neither prepared nor committed)."""
+    backoff = 0.05
+    while True:
+        try:
+            await pipeline.fetch_writer_schemas(records)
+            return True
+        except BrokerUnavailable as exc:
+            pipeline.metrics.errors.labels("schema_registry").inc()
+            log.warning("cannot fetch writer schemas, retrying in %.2fs: %s", backoff, exc)
+            await _wait_or_stop(stop, backoff)
+            if stop.is_set():
+                return False
+            backoff = min(backoff * 2, max_backoff_s)
+
+
 async def deliver_with_retry(
     pipeline: Pipeline, batch: Batch, consumer: AIOKafkaConsumer | None, stop: asyncio.Event,
     max_backoff_s: float,
@@ -319,7 +338,7 @@ async def _loop(
             records = [rec for recs in polled.values() for rec in recs]
             await log_reset.check(consumer, polled_nothing=not records)
         if pending is None:
-            if records:
+            if records and await fetch_schemas_with_retry(pipeline, records, stop, settings.load_retry_max_backoff_s):
                 started = time.perf_counter()
                 pending = (pipeline.prepare(records), started)
             continue
@@ -329,8 +348,9 @@ async def _loop(
             deliver_with_retry(pipeline, batch, consumer, stop, settings.load_retry_max_backoff_s))
         if records:
             try:
-                next_started = time.perf_counter()
-                pending = (await pipeline.prepare_async(records), next_started)
+                if await fetch_schemas_with_retry(pipeline, records, stop, settings.load_retry_max_backoff_s):
+                    next_started = time.perf_counter()
+                    pending = (await pipeline.prepare_async(records), next_started)
             except BaseException:
                 delivery.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -24,6 +24,12 @@ def subject_for(topic: str) -> str:
     return f"{topic}-value"
 
 
+def _server_side(exc: Exception) -> bool:
+    """A registry answer of 5xx (or 408/429): the registry is failing or busy, so retry later."""
+    status = getattr(exc, "http_status_code", None)
+    return isinstance(status, int) and (status >= 500 or status in (408, 429))
+
+
 class Registry:
     """Register and look up Avro schemas in a Confluent-compatible registry."""
 
@@ -53,6 +59,8 @@ class Registry:
         try:
             schema_id = int(self._client.register_schema(subject_for(topic), schema))
         except SchemaRegistryError as exc:
+            if _server_side(exc):
+                raise BrokerUnavailable(f"schema registry {self.url} is failing: {exc}") from exc
             raise ConfigError(
                 f"schema registry {self.url} refused {name} under {subject_for(topic)}: {exc}. "
                 "Check the subject's compatibility level or register the schema by hand"
@@ -70,6 +78,8 @@ class Registry:
         try:
             found = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
+            if _server_side(exc):
+                raise BrokerUnavailable(f"schema registry {self.url} is failing: {exc}") from exc
             raise ConfigError(f"schema registry {self.url} has no schema id {schema_id}: {exc}") from exc
         except Exception as exc:
             raise BrokerUnavailable(f"schema registry {self.url} is unreachable: {exc}") from exc

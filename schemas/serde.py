@@ -24,6 +24,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from callstream.errors import ConfigError
 from callstream.settings import Settings
 from schemas.avro_codec import AVRO_DIR, MARKER, UnknownSchema, encode as encode_single_object
 from schemas.avro_codec import parsed_schema, schema_fingerprint, schema_json, schema_names
@@ -203,6 +204,27 @@ class Serializer:
         if found is None:
             found = self._writers[schema_id] = _confluent_writer(schema_id, self.registry)
         return _read_confluent(payload[5:], found)
+
+    def fetch_writers(self, payloads: list[bytes | None]) -> int:
+        """Fetch the writer schemas of the Confluent-framed ``payloads`` not seen yet, so ``decode`` needs
+        no HTTP call. Raises ``BrokerUnavailable`` while the registry is unreachable (retry later); a
+        schema the registry does not have is left for ``decode`` to report for its record. Returns how
+        many schemas were fetched."""
+        if self.registry is None:
+            return 0
+        fetched = 0
+        for payload in payloads:
+            if not payload or payload[:1] != CONFLUENT_MAGIC or len(payload) < 5:
+                continue
+            (schema_id,) = struct.unpack(">I", payload[1:5])
+            if schema_id in self._writers:
+                continue
+            try:
+                self._writers[schema_id] = _confluent_writer(schema_id, self.registry)
+            except (ConfigError, UnknownSchema):
+                continue  # poison for that record only: decode raises it again and quarantines the record
+            fetched += 1
+        return fetched
 
     def close(self) -> None:
         if self.registry is not None:

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from callstream.broker import free_port
-from callstream.errors import BrokerUnavailable
+from callstream.errors import BrokerUnavailable, ConfigError
 from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs
 from callstream.settings import Settings
 from schemas.avro_codec import MARKER, schema_fingerprint, schema_json
@@ -44,11 +44,17 @@ class FakeRegistry:
     schemas: dict[int, str] = field(default_factory=dict)
     subjects: dict[str, list[int]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    failing: bool = False  # answer 503 to everything, as a registry whose backend is down
+
+    def _unavailable(self) -> JSONResponse:
+        return JSONResponse({"error_code": 50003, "message": "backend unavailable"}, status_code=503)
 
     def app(self) -> Starlette:
         async def register(request: Request) -> JSONResponse:
             subject = request.path_params["subject"]
             self.requests.append(f"POST {request.url.path}")
+            if self.failing:
+                return self._unavailable()
             body = await request.json()
             if body.get("schemaType", "AVRO") != "AVRO":
                 return JSONResponse({"error_code": 42201, "message": "only AVRO here"}, status_code=422)
@@ -63,6 +69,8 @@ class FakeRegistry:
 
         async def by_id(request: Request) -> JSONResponse:
             self.requests.append(f"GET {request.url.path}")
+            if self.failing:
+                return self._unavailable()
             schema_id = int(request.path_params["schema_id"])
             if schema_id not in self.schemas:
                 return JSONResponse({"error_code": 40403, "message": "Schema not found"}, status_code=404)
@@ -162,6 +170,34 @@ def test_unreachable_registry_is_retriable(make_settings: Callable[..., Settings
     with pytest.raises(BrokerUnavailable, match="unreachable") as caught:
         serializer.encode("raw_envelope", envelope(), "t")
     assert caught.value.retriable
+
+
+def test_failing_registry_is_retriable_and_fetched_writers_spare_the_hot_path(
+    make_settings: Callable[..., Settings], registry_server: FakeRegistry
+) -> None:
+    settings = make_settings(schema_registry_url=registry_server.url)
+    writer = Serializer(settings)
+    payload = writer.encode("raw_envelope", envelope(7), settings.raw_topic)
+    unknown_id = b"\x00" + struct.pack(">I", 999) + payload[5:]
+    reader = Serializer(settings)
+
+    registry_server.failing = True
+    with pytest.raises(BrokerUnavailable, match="failing") as caught:
+        reader.fetch_writers([payload])
+    assert caught.value.retriable
+    with pytest.raises(BrokerUnavailable):
+        writer.encode("raw_envelope", envelope(8), "another-topic")  # registering is retriable too
+
+    registry_server.failing = False
+    assert reader.fetch_writers([payload, unknown_id, b"garbage", None]) == 1  # 999 is left for decode
+    assert reader.fetch_writers([payload]) == 0
+    gets = registry_server.requests.count(f"GET /schemas/ids/{struct.unpack('>I', payload[1:5])[0]}")
+    assert reader.decode(payload) == ("raw_envelope", envelope(7))
+    assert registry_server.requests.count(f"GET /schemas/ids/{struct.unpack('>I', payload[1:5])[0]}") == gets
+    with pytest.raises(ConfigError, match="no schema id 999"):
+        reader.decode(unknown_id)
+    writer.close()
+    reader.close()
 
 
 def test_switching_framing_on_a_live_topic(
@@ -316,3 +352,36 @@ def test_consumer_reads_both_framings_and_publishes_confluent_framing(
         decode(published[settings.cdrs_topic][0].value)  # not readable without the registry
     edge.close()
     reader.close()
+
+
+def test_consumer_waits_out_a_failing_registry_and_loads_everything_once(
+    make_settings: Callable[..., Settings], registry_server: FakeRegistry
+) -> None:
+    """Raw records whose writer schema the consumer has not fetched yet arrive while the registry
+    answers 503: the consumer backs off (nothing loaded, nothing committed, still running) and loads
+    every record once when the registry is back."""
+    from tests.test_consumer_runner import all_samples, count, produce, wait_for, with_consumer
+
+    settings = make_settings(schema_registry_url=registry_server.url)
+    edge = Serializer(settings)
+    values = [edge.reframe(v, settings.raw_topic) for v in all_samples()]
+    assert {framing(v) for v in values} == {"confluent"}
+    registry_server.failing = True
+
+    async def scenario() -> float:
+        await produce(settings, values)
+
+        async def body(metrics: Any) -> None:
+            await wait_for(lambda: (metrics.get_sample_value(
+                "callstream_consumer_errors_total", {"stage": "schema_registry"}) or 0) >= 2)
+            assert count(settings, "SELECT count() FROM {db}.cdrs") == 0
+            registry_server.failing = False
+            await wait_for(lambda: count(settings, "SELECT count() FROM {db}.cdrs") == 8
+                           and count(settings, "SELECT count() FROM {db}.call_events") == 17
+                           and count(settings, "SELECT count() FROM {db}.number_status") == 2)
+
+        await with_consumer(settings, body)
+        return count(settings, "SELECT count() FROM {db}.failed_events")
+
+    assert asyncio.run(scenario()) == 0
+    edge.close()
