@@ -113,19 +113,20 @@ def _confluent_writer(schema_id: int, registry: Any) -> tuple[str, Any, bool]:
     writer = registry.schema(schema_id)
     known = _known_writers().get(_fingerprint_of(writer))
     if known is not None:
-        name: str | None = known[0]
+        name = known[0]
     else:  # a newer writer than we ship: resolve by its full name when we know it
         namespace = writer.get("namespace", "")
-        name = _names_by_full_name().get(f"{namespace}.{writer['name']}" if namespace else writer["name"])
-        if name is None:
+        by_name = _names_by_full_name().get(f"{namespace}.{writer['name']}" if namespace else writer["name"])
+        if by_name is None:
             raise UnknownSchema(f"schema id {schema_id} ({writer.get('name')}) is not a callstream schema")
+        name = by_name
     return name, _parse(writer), _fingerprint_of(writer) == schema_fingerprint(name)
 
 
 def _read_confluent(body: bytes, found: tuple[str, Any, bool]) -> tuple[str, dict[str, Any]]:
     name, writer, current = found
     if current:  # written with the shipped schema: nothing to resolve
-        return name, dict(fastavro.schemaless_reader(io.BytesIO(body), parsed_schema(name), None))
+        return name, dict(fastavro.schemaless_reader(io.BytesIO(body), parsed_schema(name), None))  # type: ignore[arg-type]
     return name, _read(body, writer, name)
 
 
