@@ -92,3 +92,11 @@ def test_doc_headers_match_what_the_edge_sends() -> None:
     text = DOC.read_text(encoding="utf-8")
     for name, _ in cloudevent_headers(receipt, "fee", "app", "session"):
         assert f"`{name}`" in text, f"header {name} is not documented"
+
+
+def test_readme_shows_the_same_tested_consumer_example() -> None:
+    """The README's subscriber example is the one this file runs, so it cannot drift."""
+    readme = (DOC.parents[1] / "README.md").read_text(encoding="utf-8")
+    doc_blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    readme_blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert doc_blocks[0] in readme_blocks
