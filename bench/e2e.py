@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._load import BENCH_APPS, PUBLIC_BASE_URL, SAMPLES, bench_apps_env, send_at_rate  # noqa: E402
-from callstream.broker import free_port  # noqa: E402
+from callstream.broker import free_port, stop_process  # noqa: E402
 from callstream.credentials import read_stack_file  # noqa: E402
 from ingest.auth import sign_headers  # noqa: E402
 
@@ -132,13 +131,7 @@ def start_up(data_dir: Path, edge_port: int, query_port: int, extra_env: dict[st
 
 
 def stop_up(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    stop_process(process, 60, reap_s=10)
 
 
 def sql(query_url: str, text: str) -> list[list[Any]]:

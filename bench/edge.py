@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._load import PUBLIC_BASE_URL, bench_apps_env
-from callstream.broker import EmbeddedBroker, free_port, wait_for_port
+from callstream.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
 
 RESULTS = ROOT / "bench" / "results" / "edge.json"
 TARGETS = {"ratio_min": 0.60, "fixed_rate_p99_ms_max": 25.0, "rss_mb_max": 150.0}
@@ -111,12 +110,7 @@ def start_server(kind: str, port: int, env: dict[str, str], tree: Path | None = 
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+    stop_process(process, 20)
 
 
 def peak_rss_mb(pid: int) -> float:

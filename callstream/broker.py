@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from callstream.errors import ConfigError
 
@@ -25,6 +26,26 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def stop_process(
+    process: subprocess.Popen[Any], grace_s: float, *, reap_s: float = 5.0, kill_group: bool = False
+) -> bool:
+    """SIGTERM ``process`` and wait ``grace_s`` for it; past that, SIGKILL it (its whole process group with
+    ``kill_group``) and reap it within ``reap_s``. True when it exited on its own (or had already)."""
+    if process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+        return True
+    except subprocess.TimeoutExpired:
+        if kill_group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait(reap_s)
+        return False
 
 
 def wait_for_port(host: str, port: int, timeout_s: float) -> None:
@@ -97,14 +118,8 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout_s)
+        if process is not None:
+            stop_process(process, timeout_s, reap_s=timeout_s, kill_group=True)
 
     def kill(self) -> None:
         """Crash the broker (SIGKILL): everything it held in memory is gone."""

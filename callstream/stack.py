@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from callstream import query_server, store
-from callstream.broker import EmbeddedBroker, wait_for_port
+from callstream.broker import EmbeddedBroker, stop_process, wait_for_port
 from callstream.credentials import (
     credentials_path,
     ensure_dev_credentials,
@@ -136,15 +136,8 @@ def _start_edge(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def _stop_edge(process: subprocess.Popen[bytes], grace_s: float) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(grace_s + 5)
-    except subprocess.TimeoutExpired:
-        log.warning("edge did not stop within %.0fs; killing it", grace_s + 5)
-        process.kill()
-        process.wait(5)
+    if not stop_process(process, grace_s + 5):
+        log.warning("edge did not stop within %.0fs; killed it", grace_s + 5)
 
 
 def _loopback(host: str) -> str:

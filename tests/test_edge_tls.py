@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from callstream.broker import free_port, wait_for_port
+from callstream.broker import free_port, stop_process, wait_for_port
 from callstream.settings import Settings
 from ingest.auth import sign_headers
 from tests.conftest import TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET, sample_bytes
@@ -98,12 +97,7 @@ def running_edge(env: dict[str, str], log: Path, *flags: str) -> Iterator[int]:
         wait_for_port("127.0.0.1", port, 20)
         yield port
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, 15)
 
 
 def wait_ready(client: httpx.Client, log: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from callstream.broker import free_port, wait_for_port
+from callstream.broker import free_port, stop_process, wait_for_port
 from callstream.settings import Settings
 from ingest.auth import sign_headers
 from schemas.avro_codec import decode
@@ -60,13 +60,9 @@ def test_edge_command_serves_and_shuts_down(settings: Settings, tmp_path: Path) 
         assert envelope["body"] == body and envelope["auth_scheme"] == "aksk-voice"
         assert envelope["remote_addr"] == "127.0.0.1"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if not stop_process(process, 15):
             pytest.fail("edge did not stop within 15 s of SIGTERM")
+    code = process.returncode
     # uvicorn re-raises the captured SIGTERM after its graceful shutdown (exit by signal, like any daemon)
     assert code in (0, -signal.SIGTERM), log.read_text()
     assert "Application shutdown complete" in log.read_text()

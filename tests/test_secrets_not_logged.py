@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from callstream.broker import free_port
+from callstream.broker import free_port, stop_process
 from callstream.settings import Settings
 from ingest.auth import sign_headers
 from tests.conftest import TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET, sample_bytes
@@ -153,12 +152,7 @@ def test_up_at_debug_leaks_no_secret_and_stores_no_clear_number(tmp_path: Path) 
         assert "+8617000000001" in stored  # X kept
         assert "url-secret-5e1d" not in stored
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, 30)
     logs = log.read_text(errors="replace")
     for extra in data_dir.glob("*.log"):
         logs += extra.read_text(errors="replace")

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from callstream.broker import free_port, wait_for_port
+from callstream.broker import free_port, stop_process, wait_for_port
 from callstream.settings import Settings
 from callstream.sim_calls import Push
 from callstream.stack import child_env
@@ -268,12 +268,7 @@ class Proc:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGCONT)
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_process(self.process, timeout_s, reap_s=10)
         return self.process.returncode
 
     def log(self) -> str:
