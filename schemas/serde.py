@@ -201,10 +201,14 @@ class Serializer:
         if self.registry is None or framing(payload) != "confluent":
             return decode(payload, registry=self.registry)
         (schema_id,) = struct.unpack(">I", payload[1:5])
+        return _read_confluent(payload[5:], self._writer(schema_id))
+
+    def _writer(self, schema_id: int) -> tuple[str, Any, bool]:
+        """``_confluent_writer(schema_id)``, fetched from the registry once."""
         found = self._writers.get(schema_id)
         if found is None:
             found = self._writers[schema_id] = _confluent_writer(schema_id, self.registry)
-        return _read_confluent(payload[5:], found)
+        return found
 
     def fetch_writers(self, payloads: list[bytes | None]) -> int:
         """Fetch the writer schemas of the Confluent-framed ``payloads`` not seen yet, so ``decode`` needs
@@ -213,15 +217,12 @@ class Serializer:
         many schemas were fetched."""
         if self.registry is None:
             return 0
+        named = {struct.unpack(">I", payload[1:5])[0] for payload in payloads
+                 if payload and payload[:1] == CONFLUENT_MAGIC and len(payload) >= 5}
         fetched = 0
-        for payload in payloads:
-            if not payload or payload[:1] != CONFLUENT_MAGIC or len(payload) < 5:
-                continue
-            (schema_id,) = struct.unpack(">I", payload[1:5])
-            if schema_id in self._writers:
-                continue
+        for schema_id in sorted(named - self._writers.keys()):  # each id asked once per batch
             try:
-                self._writers[schema_id] = _confluent_writer(schema_id, self.registry)
+                self._writer(schema_id)
             except (ConfigError, UnknownSchema):
                 continue  # poison for that record only: decode raises it again and quarantines the record
             fetched += 1
