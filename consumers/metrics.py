@@ -55,7 +55,8 @@ class ConsumerMetrics:
             "callstream_consumer_lag_events", "Records behind the high watermark (assigned partitions)",
             registry=registry,
         )
-        self.store_paused = Gauge(
-            "callstream_consumer_paused", "1 while consumption is paused because ClickHouse is unavailable",
+        self.paused = Gauge(
+            "callstream_consumer_paused",
+            "1 while consumption is paused: ClickHouse, the downstream Kafka or the schema registry is unavailable",
             registry=registry,
         )

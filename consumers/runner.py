@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -42,43 +43,26 @@ async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def fetch_schemas_with_retry(
-    pipeline: Pipeline, records: list[Any], stop: asyncio.Event, max_backoff_s: float
+async def retry_paused(
+    attempt: Callable[[], Awaitable[object]], stage: Callable[[CallstreamError], str], metrics: ConsumerMetrics,
+    consumer: AIOKafkaConsumer | None, stop: asyncio.Event, max_backoff_s: float,
 ) -> bool:
-    """Fetch the registry writer schemas ``records`` name, backing off while the registry is
-    unreachable. False if stopped first (the records are then neither prepared nor committed)."""
-    backoff = 0.05
-    while True:
-        try:
-            await pipeline.fetch_writer_schemas(records)
-            return True
-        except BrokerUnavailable as exc:
-            pipeline.metrics.errors.labels("schema_registry").inc()
-            log.warning("cannot fetch writer schemas, retrying in %.2fs: %s", backoff, exc)
-            await _wait_or_stop(stop, backoff)
-            if stop.is_set():
-                return False
-            backoff = min(backoff * 2, max_backoff_s)
-
-
-async def deliver_with_retry(
-    pipeline: Pipeline, batch: Batch, consumer: AIOKafkaConsumer | None, stop: asyncio.Event,
-    max_backoff_s: float,
-) -> bool:
-    """Deliver ``batch``; on retriable errors pause, keep polling and back off. False if stopped first."""
+    """Run ``attempt`` until it succeeds; on a retriable error count it under ``stage(error)``, pause
+    consumption, keep polling (with ``consumer``; without it, only wait: someone else polls) and back
+    off. Poison errors propagate. False if stopped first."""
     backoff = 0.05
     paused: set[TopicPartition] = set()
     try:
         while True:
             try:
-                await pipeline.deliver(batch)
+                await attempt()
                 return True
             except CallstreamError as exc:
                 if not exc.retriable:
                     raise
-                pipeline.metrics.errors.labels("load" if isinstance(exc, StoreError) else "publish").inc()
-                pipeline.metrics.store_paused.set(1)
-                log.warning("delivery failed, retrying in %.2fs: %s", backoff, exc)
+                metrics.errors.labels(stage(exc)).inc()
+                metrics.paused.set(1)
+                log.warning("%s failed, retrying in %.2fs: %s", stage(exc), backoff, exc)
                 if consumer is not None:
                     assigned = consumer.assignment()
                     consumer.pause(*assigned)
@@ -93,10 +77,31 @@ async def deliver_with_retry(
                     return False
                 backoff = min(backoff * 2, max_backoff_s)
     finally:
-        pipeline.metrics.store_paused.set(0)
+        metrics.paused.set(0)
         if consumer is not None and paused:
             with contextlib.suppress(IllegalStateError):
                 consumer.resume(*(tp for tp in paused if tp in consumer.assignment()))
+
+
+async def fetch_schemas_with_retry(
+    pipeline: Pipeline, records: list[Any], consumer: AIOKafkaConsumer | None, stop: asyncio.Event,
+    max_backoff_s: float,
+) -> bool:
+    """Fetch the registry writer schemas ``records`` name, pausing while the registry is unavailable.
+    False if stopped first (the records are then neither prepared nor committed)."""
+    return await retry_paused(lambda: pipeline.fetch_writer_schemas(records), lambda _: "schema_registry",
+                              pipeline.metrics, consumer, stop, max_backoff_s)
+
+
+async def deliver_with_retry(
+    pipeline: Pipeline, batch: Batch, consumer: AIOKafkaConsumer | None, stop: asyncio.Event,
+    max_backoff_s: float,
+) -> bool:
+    """Deliver ``batch``, pausing while ClickHouse or the downstream Kafka is unavailable. False if
+    stopped first."""
+    return await retry_paused(lambda: pipeline.deliver(batch),
+                              lambda exc: "load" if isinstance(exc, StoreError) else "publish",
+                              pipeline.metrics, consumer, stop, max_backoff_s)
 
 
 async def commit(consumer: AIOKafkaConsumer, batch: Batch) -> bool:
@@ -338,7 +343,8 @@ async def _loop(
             records = [rec for recs in polled.values() for rec in recs]
             await log_reset.check(consumer, polled_nothing=not records)
         if pending is None:
-            if records and await fetch_schemas_with_retry(pipeline, records, stop, settings.load_retry_max_backoff_s):
+            if records and await fetch_schemas_with_retry(
+                    pipeline, records, consumer, stop, settings.load_retry_max_backoff_s):
                 started = time.perf_counter()
                 pending = (pipeline.prepare(records), started)
             continue
@@ -348,7 +354,8 @@ async def _loop(
             deliver_with_retry(pipeline, batch, consumer, stop, settings.load_retry_max_backoff_s))
         if records:
             try:
-                if await fetch_schemas_with_retry(pipeline, records, stop, settings.load_retry_max_backoff_s):
+                # the delivery in flight owns the consumer's polling: this one only waits
+                if await fetch_schemas_with_retry(pipeline, records, None, stop, settings.load_retry_max_backoff_s):
                     next_started = time.perf_counter()
                     pending = (await pipeline.prepare_async(records), next_started)
             except BaseException:
