@@ -114,7 +114,7 @@ class DownstreamProducer:
         deadline = 0.0
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers)
+                producer.produce(topic, value, key, headers=headers)  # type: ignore[arg-type]  # stub: list is invariant
                 return
             except BufferError:
                 now = time.monotonic()

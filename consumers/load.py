@@ -8,7 +8,7 @@ inside ``store.locked(client)`` because the embedded engine is shared by the who
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -115,7 +115,7 @@ class ClickHouseSink:
             found.update(_guard(run))
         return found
 
-    def existing_keys_by_table(self, wanted: dict[str, Iterable[int]], chunk: int = 20_000) -> dict[str, set[int]]:
+    def existing_keys_by_table(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, set[int]]:
         """``existing_keys`` of several tables in one query (each query has a fixed cost in the engine)."""
         parts: list[str] = []
         for table, keys in wanted.items():
