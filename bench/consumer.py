@@ -37,9 +37,9 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from callstream.broker import EmbeddedBroker  # noqa: E402
-from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs  # noqa: E402
-from callstream.settings import Settings  # noqa: E402
+from core.broker import EmbeddedBroker  # noqa: E402
+from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from schemas.avro_codec import decode, encode  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "consumer.json"
@@ -157,8 +157,8 @@ async def baseline(settings: Settings, messages: int) -> dict[str, Any]:
 async def child(settings: Settings, expected_rows: int, latency_calls: int, latency_rate: float) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
-    from callstream import store
     from consumers.runner import run_consumer
+    from core import store
 
     def loaded() -> float:
         return sum(registry.get_sample_value("callstream_consumer_loaded_events_total", {"table": t}) or 0

@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._load import BENCH_APPS, PUBLIC_BASE_URL, SAMPLES, bench_apps_env, send_at_rate  # noqa: E402
-from callstream.broker import free_port, stop_process  # noqa: E402
-from callstream.credentials import read_stack_file  # noqa: E402
+from core.broker import free_port, stop_process  # noqa: E402
+from core.credentials import read_stack_file  # noqa: E402
 from ingest.auth import sign_headers  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "e2e.json"

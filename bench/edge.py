@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._load import PUBLIC_BASE_URL, bench_apps_env
-from callstream.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
+from core.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
 
 RESULTS = ROOT / "bench" / "results" / "edge.json"
 TARGETS = {"ratio_min": 0.60, "fixed_rate_p99_ms_max": 25.0, "rss_mb_max": 150.0}

@@ -33,10 +33,10 @@ if str(ROOT) not in sys.path:
 
 from bench._load import PUBLIC_BASE_URL, bench_apps_env  # noqa: E402
 from bench.consumer import generate, produce  # noqa: E402
-from callstream import store  # noqa: E402
-from callstream.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
-from callstream.kafka import ensure_topics  # noqa: E402
-from callstream.settings import Settings  # noqa: E402
+from core import store  # noqa: E402
+from core.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
+from core.kafka import ensure_topics  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scaling.json"
 BATCH_SIZES = (500, 2000, 5000)

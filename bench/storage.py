@@ -31,12 +31,12 @@ if str(ROOT) not in sys.path:
 from aiokafka.structs import ConsumerRecord  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from callstream import store  # noqa: E402
-from callstream.settings import Settings  # noqa: E402
 from callstream.sim_calls import build_pushes, generate_calls  # noqa: E402
 from consumers.load import ClickHouseSink  # noqa: E402
 from consumers.metrics import ConsumerMetrics  # noqa: E402
 from consumers.pipeline import Pipeline  # noqa: E402
+from core import store  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from ingest.envelope import Receipt, raw_record  # noqa: E402
 from ingest.notification import classify  # noqa: E402
 from schemas.migrate import apply_migrations  # noqa: E402

@@ -1,6 +1,6 @@
 """callstream: Huawei Cloud telephony notifications, from the platform's push to ClickHouse rows."""
 
-from callstream.errors import (
+from core.errors import (
     AuthError,
     BadNotification,
     BodyTooLarge,
@@ -13,7 +13,7 @@ from callstream.errors import (
     StoreRejected,
     StoreUnavailable,
 )
-from callstream.settings import Settings
+from core.settings import Settings
 
 __version__ = "0.1.0"
 

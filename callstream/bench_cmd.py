@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from callstream.errors import ConfigError
-from callstream.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 
 BENCHMARKS = ("edge", "consumer", "e2e", "scaling", "storage")
 COLUMNS = ("baseline_per_s", "callstream_per_s", "ratio", "p50_ms", "p99_ms", "rss_mb")

@@ -10,8 +10,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from callstream.errors import CallstreamError
-from callstream.settings import Settings
+from core.errors import CallstreamError
+from core.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from callstream import store
-from callstream.data_lock import hold_data_dir
-from callstream.errors import ConfigError
-from callstream.settings import Settings
 from consumers.numbers import NUMBER_COLUMNS, mask, policy_from_settings
+from core import store
+from core.data_lock import hold_data_dir
+from core.errors import ConfigError
+from core.settings import Settings
 
 TEXT_COLUMNS = ("raw", "extra", "body", "session_id")
 _NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")

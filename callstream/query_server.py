@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from callstream import store
-from callstream.settings import Settings
+from core import store
+from core.settings import Settings
 
 SERVER_NAME = "callstream"
 READ_ONLY_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"})

@@ -33,12 +33,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from callstream.credentials import read_stack_file
-from callstream.errors import NormaliseError
-from callstream.kafka import consumer_kwargs
-from callstream.settings import Settings
+from callstream.sql import run_sql
 from consumers.decode import decode_envelope
 from consumers.dedupe import RecentKeys
+from consumers.metrics import ConsumerMetrics
+from consumers.pipeline import Pipeline
+from core.credentials import read_stack_file
+from core.errors import NormaliseError
+from core.kafka import consumer_kwargs
+from core.settings import Settings
 from schemas.avro_codec import decode
 
 log = logging.getLogger(__name__)
@@ -162,9 +165,6 @@ def _hour(received_at_us: int) -> datetime:
 def expected_records(settings: Settings, values: Iterable[bytes | None]) -> _Expected:
     """Run each raw record through the consumer's own CPU stages (``Pipeline.prepare``: decode,
     normalise, enrich, dedup keys, protection) and collect its dedup keys per hour/app/table."""
-    from consumers.metrics import ConsumerMetrics
-    from consumers.pipeline import Pipeline
-
     pipeline = Pipeline(settings, None, None, ConsumerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
     exp = _Expected()
     for value in values:
@@ -187,8 +187,6 @@ def expected_records(settings: Settings, values: Iterable[bytes | None]) -> _Exp
 
 # --- store queries -----------------------------------------------------------------------------
 def _rows(settings: Settings, sql: str) -> list[list[Any]]:
-    from callstream.sql import run_sql
-
     text = run_sql(settings, sql, "JSONCompactEachRow").decode()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

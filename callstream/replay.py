@@ -22,9 +22,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from callstream.errors import ConfigError, RejectedNotification
-from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs
-from callstream.settings import Settings
+from core.errors import ConfigError, RejectedNotification
+from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
+from core.settings import Settings
+from core.store import connect, query_rows
 from ingest.envelope import Receipt, cloudevent_headers, rfc3339
 from ingest.notification import classify
 from schemas.avro_codec import UnknownSchema
@@ -201,8 +202,6 @@ async def collect_dead(settings: Settings, serializer: Serializer, filters: Filt
 
 
 def collect_failed(settings: Settings, serializer: Serializer, filters: Filters) -> Collected:
-    from callstream.store import connect, query_rows
-
     database = settings.clickhouse_database
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
         raise ConfigError(f"CALLSTREAM_CLICKHOUSE_DATABASE={database!r} is not a plain identifier")

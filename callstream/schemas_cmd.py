@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from callstream.settings import Settings
+from core.settings import Settings
 from schemas.avro_codec import UnknownSchema, fingerprint_int, schema_fingerprint, schema_json, schema_names
 from schemas.serde import history_paths
 

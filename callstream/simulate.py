@@ -25,9 +25,11 @@ from pathlib import Path
 
 import httpx
 
-from callstream.credentials import load_app_secrets, read_stack_file
-from callstream.settings import Settings
 from callstream.sim_calls import Push, SimCall, SimPlan, build_pushes, generate_calls, parse_mix
+from callstream.sql import run_sql
+from consumers.numbers import policy_from_settings, protect_session_id
+from core.credentials import load_app_secrets, read_stack_file
+from core.settings import Settings
 from ingest.auth import sign_headers
 
 __all__ = ["SimCall", "SimPlan", "SimReport", "build_pushes", "drive", "generate_calls", "verify", "main"]
@@ -173,11 +175,7 @@ def _sql_list(values: list[str]) -> str:
 
 def verify_once(settings: Settings, plan: SimPlan) -> VerifyResult:
     """Compare the store with what was sent: exact distinct counts, no duplicate keys."""
-    from callstream.sql import run_sql
-
     db = settings.clickhouse_database
-    from consumers.numbers import policy_from_settings, protect_session_id
-
     policy = policy_from_settings(settings)  # session ids may embed numbers, stored protected
     sessions = _sql_list([protect_session_id(c.session_id, policy) for c in plan.calls])
     numbers = _sql_list(plan.numbers)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 
-from callstream import store
-from callstream.credentials import read_stack_file
-from callstream.errors import StoreError, StoreUnavailable
 from callstream.query_server import split_format
-from callstream.settings import Settings
+from core import store
+from core.credentials import read_stack_file
+from core.errors import StoreError, StoreUnavailable
+from core.settings import Settings
 
 
 class SqlError(StoreError):

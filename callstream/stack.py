@@ -29,18 +29,22 @@ import uvicorn
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from callstream import query_server, store
-from callstream.broker import EmbeddedBroker, stop_process, wait_for_port
-from callstream.credentials import (
+from callstream import query_server
+from consumers.numbers import PEPPER_FILE, ensure_pepper_file
+from consumers.runner import run_consumer
+from core import store
+from core.broker import EmbeddedBroker, stop_process, wait_for_port
+from core.credentials import (
     credentials_path,
     ensure_dev_credentials,
     remove_stack_file,
     write_stack_file,
 )
-from callstream.data_lock import hold_data_dir
-from callstream.errors import ConfigError
-from callstream.kafka import ensure_topics
-from callstream.settings import Settings
+from core.data_lock import hold_data_dir
+from core.errors import ConfigError
+from core.kafka import ensure_topics
+from core.settings import Settings
+from schemas.migrate import apply_migrations
 
 log = logging.getLogger("callstream.stack")
 
@@ -178,9 +182,6 @@ async def restart_broker(broker: EmbeddedBroker, settings: Settings, consumer_re
 
 
 async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, creds_note: str) -> int:
-    from consumers.runner import run_consumer  # the consumer package is optional at import time
-    from schemas.migrate import apply_migrations
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -326,10 +327,5 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         else:
             creds_note = f"{len(settings.app_secrets())} app(s) from CALLSTREAM_APPS / CALLSTREAM_APPS_FILE"
         if not settings.number_pepper and settings.number_pepper_file is None:
-            from consumers.numbers import (  # generated once, kept with the data
-                PEPPER_FILE,
-                ensure_pepper_file,
-            )
-
             settings = settings.model_copy(update={"number_pepper_file": ensure_pepper_file(data_dir / PEPPER_FILE)})
         return asyncio.run(run_stack(settings, dev_key=dev_key, creds_note=creds_note))

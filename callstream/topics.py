@@ -4,7 +4,7 @@
     callstream topics --create    # create the missing ones (partitions, replication, retention, compaction)
 
 Creation reads ``CALLSTREAM_TOPIC_PARTITIONS`` / ``CALLSTREAM_TOPIC_REPLICATION_FACTOR`` and the per-topic
-configs of :func:`callstream.kafka.topic_configs`. Existing topics are never altered: the command reports
+configs of :func:`core.kafka.topic_configs`. Existing topics are never altered: the command reports
 where they differ from the settings so an operator can act (partitions can only grow, and growing them
 moves keys to other partitions).
 """
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from callstream.errors import BrokerUnavailable, ConfigError
-from callstream.kafka import admin_kwargs, ensure_topics, topic_configs
-from callstream.settings import Settings
+from core.errors import BrokerUnavailable, ConfigError
+from core.kafka import admin_kwargs, ensure_topics, topic_configs
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ async def create_topics(settings: Settings) -> tuple[list[str], list[TopicInfo]]
         raise ConfigError(
             f"Kafka refused to create {', '.join(missing)}: the cluster needs at least "
             f"CALLSTREAM_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor} brokers and must "
-            "accept the configs of callstream.kafka.topic_configs (see the broker log)"
+            "accept the configs of core.kafka.topic_configs (see the broker log)"
         )
     return created, infos
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from callstream.errors import ConfigError, NormaliseError
+from core.errors import ConfigError, NormaliseError
 from schemas.avro_codec import MARKER, schema_fingerprint
 from schemas.serde import Serializer, UnknownSchema, decode  # also reads history versions
 

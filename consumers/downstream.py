@@ -26,8 +26,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from callstream.errors import BrokerUnavailable
-from callstream.settings import Settings
+from core.errors import BrokerUnavailable
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def delivery_timeout_ms(settings: Settings) -> int:
 
 def librdkafka_config(settings: Settings, *, client_id: str = "callstream-consumer") -> dict[str, Any]:
     """The librdkafka producer configuration for ``settings``: the same durability, batching and
-    security as ``callstream.kafka.producer_kwargs`` gives the aiokafka producers."""
+    security as ``core.kafka.producer_kwargs`` gives the aiokafka producers."""
     timeout_ms = delivery_timeout_ms(settings)
     config: dict[str, Any] = {
         "bootstrap.servers": settings.require_kafka(),

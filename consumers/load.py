@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
+from clickhouse_connect.driver import options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error, OperationalError
 
-from callstream import store
-from callstream.errors import StoreError, StoreRejected, StoreUnavailable
 from consumers.dedupe import insert_token
+from core import store
+from core.errors import StoreError, StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ def without_dataframes() -> None:
     """clickhouse-connect imports pandas on the first insert only to ask whether the data is a DataFrame
     (0.5 s and ~90 MB of RSS); callstream inserts lists. Answer "no pandas" unless it was resolved already.
     The consumer calls it before its first insert (migrations included)."""
-    from clickhouse_connect.driver import options
-
     if "pd" not in vars(options):
         options.pd = None
         options.pd_time_test = None

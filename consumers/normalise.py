@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from callstream.errors import NormaliseError
 from consumers.decode import Notification
 from consumers.times import parse_int, parse_time_ms
+from core.errors import NormaliseError
 
 STR, TIME, INT, SMALL, FLAG = "str", "time", "int", "small", "flag"
 

@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 import orjson
 
-from callstream.errors import ConfigError
-from callstream.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 
 Mode = Literal["keep", "mask", "hash"]
 MODES: tuple[str, ...] = ("keep", "mask", "hash")

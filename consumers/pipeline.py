@@ -17,8 +17,6 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from callstream.errors import NormaliseError
-from callstream.settings import Settings
 from consumers.decode import Notification, decode_envelope
 from consumers.dedupe import RecentKeys, assign_keys, failure_key, unique_in_batch
 from consumers.downstream import DownstreamProducer
@@ -28,6 +26,8 @@ from consumers.metrics import ConsumerMetrics
 from consumers.normalise import Failure, Normalised, normalise
 from consumers.protect import protect_numbers
 from consumers.republish import Message, messages, republish, schema_topics, to_message
+from core.errors import NormaliseError
+from core.settings import Settings
 from schemas.avro_codec import encode
 from schemas.serde import Serializer
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from callstream.settings import Settings
 from consumers.numbers import Policy, policy_from_settings, protect_record
+from core.settings import Settings
 
 NUMBER_COLUMNS = (
     "caller_num", "callee_num", "fwd_display_num", "fwd_dst_num", "bind_num",

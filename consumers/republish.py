@@ -17,9 +17,9 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from callstream.settings import Settings
 from consumers.avro_rows import row_encoder
 from consumers.downstream import DownstreamProducer
+from core.settings import Settings
 from schemas.serde import Serializer
 
 # table -> (schema name, CloudEvents kind, key column, time column, time unit per second)

@@ -26,14 +26,15 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, start_http_server
 
-from callstream import store
-from callstream.errors import BrokerUnavailable, CallstreamError, StoreError
-from callstream.kafka import consumer_kwargs, ensure_topics
-from callstream.settings import Settings
 from consumers.downstream import DownstreamProducer
 from consumers.load import ClickHouseSink, without_dataframes
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Batch, Pipeline
+from core import store
+from core.errors import BrokerUnavailable, CallstreamError, StoreError
+from core.kafka import consumer_kwargs, ensure_topics
+from core.settings import Settings
+from schemas.migrate import apply_migrations
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +275,6 @@ async def run_consumer(
     without_dataframes()
     client = await asyncio.to_thread(store.connect, settings)
     if migrate:
-        from schemas.migrate import apply_migrations
-
         await asyncio.to_thread(apply_migrations, settings, client)
     sink = sink or ClickHouseSink(client, settings.clickhouse_database)
     await ensure_topics(settings)

@@ -24,8 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from callstream.errors import AuthError, BodyTooLarge, BrokerUnavailable, RejectedNotification
-from callstream.settings import Settings
+from core.errors import AuthError, BodyTooLarge, BrokerUnavailable, RejectedNotification
+from core.settings import Settings
 from ingest.auth import Authenticator, Identity, parse_token
 from ingest.envelope import (
     Receipt,

@@ -26,7 +26,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from callstream.errors import AuthError
+from core.errors import AuthError
 from ingest.nonces import NonceCache
 
 Scheme = Literal["aksk", "aksk-voice", "wsse"]

@@ -19,8 +19,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from callstream.errors import ConfigError, RejectedNotification
-from callstream.settings import Settings
+from core.errors import ConfigError, RejectedNotification
+from core.settings import Settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

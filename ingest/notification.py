@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from callstream.errors import BadNotification
+from core.errors import BadNotification
 
 STATUS_EVENTS = frozenset({"callout", "alerting", "answer", "collectInfo", "disconnect", "callin"})
 SERVICE_EVENTS: dict[str, frozenset[str]] = {

@@ -16,9 +16,9 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from callstream.errors import BrokerUnavailable
-from callstream.kafka import ensure_topics, producer_kwargs
-from callstream.settings import Settings
+from core.errors import BrokerUnavailable
+from core.kafka import ensure_topics, producer_kwargs
+from core.settings import Settings
 from ingest.batcher import PartitionBatcher, Waiter
 from ingest.deadlines import Deadlines
 from ingest.partitioner import CachedMurmur2Partitioner

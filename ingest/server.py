@@ -16,8 +16,9 @@ import logging
 
 import uvicorn
 
-from callstream.errors import ConfigError
-from callstream.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
+from ingest.app import create_app
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ GC_GEN0_THRESHOLD = 20_000
 
 def app_factory() -> object:
     """Entry point for uvicorn workers (``--workers N``): settings from the environment."""
-    from ingest.app import create_app
-
     return create_app(Settings())
 
 
@@ -60,7 +59,5 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         # Each worker builds its app from CALLSTREAM_* in its own process.
         uvicorn.run("ingest.server:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
-        from ingest.app import create_app
-
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
     return 0

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from callstream import store
-from callstream.settings import Settings
+from core import store
+from core.settings import Settings
 from schemas.cluster import cluster_statements
 from schemas.retention import apply_retention, retention_statements
 

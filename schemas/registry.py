@@ -15,7 +15,10 @@ import json
 import threading
 from typing import Any
 
-from callstream.errors import BrokerUnavailable, ConfigError
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from core.errors import BrokerUnavailable, ConfigError
 from schemas.avro_codec import schema_json
 
 
@@ -34,13 +37,6 @@ class Registry:
     """Register and look up Avro schemas in a Confluent-compatible registry."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
-        try:
-            from confluent_kafka.schema_registry import SchemaRegistryClient
-        except ImportError as exc:  # pragma: no cover - declared dependency
-            raise ConfigError(
-                "CALLSTREAM_SCHEMA_REGISTRY_URL is set but confluent-kafka[schemaregistry] is not installed: "
-                "pip install 'confluent-kafka[schemaregistry]' or unset the variable"
-            ) from exc
         self.url = url.rstrip("/")
         self._client = SchemaRegistryClient({"url": self.url, "timeout": int(max(timeout_s, 1))})
         self._ids: dict[tuple[str, str], int] = {}
@@ -52,9 +48,6 @@ class Registry:
         cached = self._ids.get(key)
         if cached is not None:
             return cached
-        from confluent_kafka.schema_registry import Schema
-        from confluent_kafka.schema_registry.error import SchemaRegistryError
-
         schema = Schema(json.dumps(schema_json(name), separators=(",", ":")), "AVRO")
         try:
             schema_id = int(self._client.register_schema(subject_for(topic), schema))
@@ -73,8 +66,6 @@ class Registry:
 
     def schema(self, schema_id: int) -> dict[str, Any]:
         """The writer schema for ``schema_id`` as parsed JSON (cached)."""
-        from confluent_kafka.schema_registry.error import SchemaRegistryError
-
         try:
             found = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:

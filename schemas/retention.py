@@ -8,7 +8,7 @@ Rows expire ``N`` days after ``received_at`` (when the edge accepted the push). 
 (keep forever). Applying is idempotent: a table whose TTL already matches is left alone, because
 ``MODIFY TTL`` rewrites every part. On a cluster the TTL goes on the ``*_local`` tables ``ON CLUSTER``.
 The raw Kafka topic, which keeps unprotected bodies, has its own shorter retention
-(``raw_retention_hours``, see ``callstream.kafka.topic_configs``).
+(``raw_retention_hours``, see ``core.kafka.topic_configs``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import re
 
 from clickhouse_connect.driver.client import Client
 
-from callstream import store
-from callstream.errors import ConfigError
-from callstream.settings import Settings
+from core import store
+from core.errors import ConfigError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

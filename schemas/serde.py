@@ -24,10 +24,19 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from callstream.errors import ConfigError
-from callstream.settings import Settings
-from schemas.avro_codec import AVRO_DIR, MARKER, UnknownSchema, encode as encode_single_object
-from schemas.avro_codec import parsed_schema, schema_fingerprint, schema_json, schema_names
+from core.errors import ConfigError
+from core.settings import Settings
+from schemas.avro_codec import (
+    AVRO_DIR,
+    MARKER,
+    UnknownSchema,
+    parsed_schema,
+    schema_fingerprint,
+    schema_json,
+    schema_names,
+)
+from schemas.avro_codec import encode as encode_single_object
+from schemas.registry import Registry
 
 HISTORY_DIR = AVRO_DIR / "history"
 CONFLUENT_MAGIC = b"\x00"
@@ -154,8 +163,6 @@ class Serializer:
         self.registry: Any = None
         self._writers: dict[int, tuple[str, Any, bool]] = {}  # schema id -> _confluent_writer(id)
         if self.registry_url:
-            from schemas.registry import Registry
-
             self.registry = Registry(self.registry_url)
 
     @property

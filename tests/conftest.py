@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from callstream.broker import EmbeddedBroker
-from callstream.settings import Settings
+from core.broker import EmbeddedBroker
+from core.settings import Settings
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 

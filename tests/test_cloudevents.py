@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 
 from callstream.cli import build_parser
-from callstream.kafka import consumer_kwargs
 from callstream.replay import replay
-from callstream.settings import Settings
+from core.kafka import consumer_kwargs
+from core.settings import Settings
 from ingest.app import create_app
 from ingest.auth import sign_headers
 from schemas.avro_codec import encode

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from callstream import store
 from callstream.cli import main as cli_main
-from callstream.settings import Settings
+from core import store
+from core.settings import Settings
 from schemas import migrate
 from schemas.cluster import REPLICA_PATH, cluster_statements, sharding_key
 

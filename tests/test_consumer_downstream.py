@@ -12,11 +12,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Producer
 
-from callstream.broker import free_port
-from callstream.errors import BrokerUnavailable
-from callstream.kafka import consumer_kwargs, ensure_topics
-from callstream.settings import Settings
 from consumers.downstream import DownstreamProducer, librdkafka_config
+from core.broker import free_port
+from core.errors import BrokerUnavailable
+from core.kafka import consumer_kwargs, ensure_topics
+from core.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
 

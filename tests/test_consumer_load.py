@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from callstream import store
-from callstream.errors import StoreRejected, StoreUnavailable
-from callstream.settings import Settings
 from consumers.load import ClickHouseSink, classify_store_error
+from core import store
+from core.errors import StoreRejected, StoreUnavailable
+from core.settings import Settings
 from schemas.migrate import apply_migrations
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from callstream.settings import Settings
 from consumers import pipeline
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
+from core.settings import Settings
 from schemas.avro_codec import encode
 from tests.conftest import sample_paths
 

@@ -14,14 +14,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from callstream import store
-from callstream.errors import StoreUnavailable
-from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs
-from callstream.settings import Settings
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
 from consumers.runner import run_consumer
+from core import store
+from core.errors import StoreUnavailable
+from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
+from core.settings import Settings
 from schemas.avro_codec import decode, encode
 from schemas.migrate import apply_migrations
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY, sample_bytes, sample_paths

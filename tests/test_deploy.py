@@ -16,8 +16,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from callstream import store
-from callstream.settings import Settings
+from core import store
+from core.settings import Settings
 from schemas import migrate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from callstream import store
 from callstream.erase import erase_number, main
-from callstream.errors import ConfigError
-from callstream.settings import Settings
 from consumers.numbers import keyed_hash, policy_from_settings, protect_record
+from core import store
+from core.errors import ConfigError
+from core.settings import Settings
 from schemas.migrate import apply_migrations
 from tests.conftest import sample_bytes
 

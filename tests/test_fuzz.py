@@ -29,15 +29,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from callstream.errors import NormaliseError
-from callstream.kafka import ensure_topics
 from callstream.reconcile import scan_topic
-from callstream.settings import Settings
 from consumers.decode import Notification
 from consumers.dedupe import assign_keys
 from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
 from consumers.normalise import Normalised, normalise_one
 from consumers.protect import protect_numbers
+from core.errors import NormaliseError
+from core.kafka import ensure_topics
+from core.settings import Settings
 from ingest.auth import sign_headers
 from schemas.avro_codec import decode
 from tests.chaos.harness import APPS, ASGI_BASE, asgi_edge, start_edge

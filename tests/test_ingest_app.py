@@ -16,9 +16,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from callstream.broker import EmbeddedBroker
-from callstream.kafka import consumer_kwargs
-from callstream.settings import Settings
+from core.broker import EmbeddedBroker
+from core.kafka import consumer_kwargs
+from core.settings import Settings
 from ingest.app import create_app
 from ingest.auth import sign_headers
 from schemas.avro_codec import decode
@@ -264,7 +264,7 @@ async def test_broker_down_gives_503_within_deadline(make_settings: Callable[...
 
 
 async def test_edge_starts_without_kafka_and_reports_not_ready(make_settings: Callable[..., Settings]) -> None:
-    from callstream.broker import free_port
+    from core.broker import free_port
 
     settings = make_settings(kafka_bootstrap=f"127.0.0.1:{free_port()}", ack_timeout_s=0.5)
     async with running_edge(settings) as client:
@@ -305,7 +305,7 @@ async def test_methods_and_health(settings: Settings) -> None:
 
 
 async def test_edge_connects_once_kafka_comes_up(make_settings: Callable[..., Settings]) -> None:
-    from callstream.broker import free_port
+    from core.broker import free_port
 
     port = free_port()
     settings = make_settings(kafka_bootstrap=f"127.0.0.1:{port}", ack_timeout_s=0.5)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callstream.errors import AuthError
+from core.errors import AuthError
 from ingest.auth import Authenticator, digest, parse_created, parse_token, sign_headers
 from ingest.nonces import NonceCache
 

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from callstream.kafka import consumer_kwargs
-from callstream.settings import Settings
+from core.kafka import consumer_kwargs
+from core.settings import Settings
 from ingest.deadlines import Deadlines
 from ingest.partitioner import murmur2
 from ingest.publisher import Publisher

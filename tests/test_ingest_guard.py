@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from callstream.errors import ConfigError
-from callstream.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 from ingest.app import create_app
 from ingest.auth import sign_headers
 from ingest.guard import AppRateLimiter, IPAllowlist, IpNotAllowed, RateLimited, is_loopback, parse_cidrs

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callstream.errors import BadNotification
+from core.errors import BadNotification
 from ingest.notification import classify
 from tests.conftest import sample_paths
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from callstream.broker import free_port, stop_process, wait_for_port
-from callstream.settings import Settings
+from core.broker import free_port, stop_process, wait_for_port
+from core.settings import Settings
 from ingest.auth import sign_headers
 from schemas.avro_codec import decode
 from tests.conftest import TEST_APP_KEY, TEST_APP_SECRET, sample_bytes

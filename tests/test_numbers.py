@@ -10,8 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callstream.errors import ConfigError
-from callstream.settings import Settings
 from consumers.numbers import (
     DEFAULT_POLICY,
     Policy,
@@ -22,6 +20,8 @@ from consumers.numbers import (
     protect_record,
     protect_session_id,
 )
+from core.errors import ConfigError
+from core.settings import Settings
 from tests.conftest import sample_bytes
 
 PEPPER = b"pepper-for-tests-0123456789"

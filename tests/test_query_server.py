@@ -13,10 +13,10 @@ import pytest
 import uvicorn
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from callstream import store
-from callstream.broker import free_port
-from callstream.query_server import check_read_only, create_app, first_keyword, split_format, QueryRefused
-from callstream.settings import Settings
+from callstream.query_server import QueryRefused, check_read_only, create_app, first_keyword, split_format
+from core import store
+from core.broker import free_port
+from core.settings import Settings
 
 
 @pytest.fixture

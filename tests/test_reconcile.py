@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from callstream import store
-from callstream.kafka import ensure_topics
 from callstream.reconcile import ReconcileMetrics, main, reconcile
-from callstream.settings import Settings
 from callstream.sim_calls import build_pushes, generate_calls
+from core import store
+from core.kafka import ensure_topics
+from core.settings import Settings
 from tests.chaos.harness import ASGI_BASE, asgi_edge, await_until, consumer_running, drive_recorded
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY
 

@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from callstream.cli import build_parser
-from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs
 from callstream.replay import main, replay
-from callstream.settings import Settings
-from callstream.store import connect, query_rows
+from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
+from core.settings import Settings
+from core.store import connect, query_rows
 from schemas.avro_codec import encode
 from schemas.serde import decode
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY, sample_bytes

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from callstream import store
-from callstream.kafka import topic_configs
-from callstream.settings import Settings
+from core import store
+from core.kafka import topic_configs
+from core.settings import Settings
 from schemas.migrate import apply_migrations
 from schemas.retention import apply_retention, current_ttl_days, retention_statements
 

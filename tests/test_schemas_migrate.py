@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from callstream import store
-from callstream.settings import Settings
+from core import store
+from core.settings import Settings
 from schemas.migrate import apply_migrations, discover, main, placeholders, plan, render
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from callstream.broker import free_port, stop_process
-from callstream.settings import Settings
+from core.broker import free_port, stop_process
+from core.settings import Settings
 from ingest.auth import sign_headers
 from tests.conftest import TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET, sample_bytes
 from tests.test_edge_tls import edge_env, running_edge, wait_ready

@@ -28,10 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from callstream.broker import free_port
-from callstream.errors import BrokerUnavailable, ConfigError
-from callstream.kafka import consumer_kwargs, ensure_topics, producer_kwargs
-from callstream.settings import Settings
+from core.broker import free_port
+from core.errors import BrokerUnavailable, ConfigError
+from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
+from core.settings import Settings
 from schemas.avro_codec import MARKER, schema_fingerprint, schema_json
 from schemas.serde import Serializer, UnknownSchema, decode, framing
 
@@ -306,8 +306,8 @@ def test_consumer_reads_both_framings_and_publishes_confluent_framing(
 ) -> None:
     """With a registry set, the consumer decodes raw envelopes of both framings, and its downstream
     records and dead letters are in the Confluent wire format under topic-name subjects."""
-    from tests.test_consumer_runner import all_samples, count, envelope as raw_envelope, produce, read_topic
-    from tests.test_consumer_runner import wait_for, with_consumer
+    from tests.test_consumer_runner import all_samples, count, produce, read_topic, wait_for, with_consumer
+    from tests.test_consumer_runner import envelope as raw_envelope
 
     settings = make_settings(schema_registry_url=registry_server.url)
     edge = Serializer(settings)

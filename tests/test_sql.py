@@ -10,12 +10,12 @@ import time
 import pytest
 import uvicorn
 
-from callstream import store
-from callstream.broker import free_port
-from callstream.credentials import remove_stack_file, write_stack_file
 from callstream.query_server import create_app
-from callstream.settings import Settings
 from callstream.sql import SqlError, main, query_url, run_sql
+from core import store
+from core.broker import free_port
+from core.credentials import remove_stack_file, write_stack_file
+from core.settings import Settings
 
 
 def _table(settings: Settings) -> str:

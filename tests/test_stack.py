@@ -16,7 +16,7 @@ import httpx
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from callstream.broker import free_port
+from core.broker import free_port
 
 pytest.importorskip("consumers.runner", reason="the consumer (consumers/runner.py) has not landed yet")
 pytest.importorskip("ingest.server", reason="the edge (ingest/server.py) has not landed yet")

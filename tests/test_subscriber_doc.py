@@ -16,8 +16,8 @@ import fastavro
 from aiokafka import AIOKafkaProducer
 from fastavro.utils import generate_one
 
-from callstream.kafka import ensure_topics, producer_kwargs
-from callstream.settings import Settings
+from core.kafka import ensure_topics, producer_kwargs
+from core.settings import Settings
 from schemas.avro_codec import encode, schema_json, schema_names
 
 ROOT = Path(__file__).resolve().parents[1]

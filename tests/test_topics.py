@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from callstream.broker import EmbeddedBroker
 from callstream.cli import main as cli_main
-from callstream.kafka import admin_kwargs, consumer_kwargs, producer_kwargs, topic_configs
-from callstream.settings import Settings
 from callstream.topics import describe_topics
+from core.broker import EmbeddedBroker
+from core.kafka import admin_kwargs, consumer_kwargs, producer_kwargs, topic_configs
+from core.settings import Settings
 
 
 def test_plaintext_kwargs_are_durable_and_carry_no_credentials() -> None:
@@ -123,7 +123,7 @@ def test_describe_reports_too_few_partitions(
 
 
 def test_unreachable_broker_names_the_setting(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from callstream.broker import free_port
+    from core.broker import free_port
 
     monkeypatch.setenv("CALLSTREAM_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
     assert cli_main(["topics"]) == 2

@@ -25,12 +25,12 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from callstream import store
-from callstream.settings import Settings
 from callstream.sql import run_sql
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
+from core import store
+from core.settings import Settings
 from schemas.avro_codec import encode
 from schemas.migrate import apply_migrations
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY, sample_bytes

@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
-from callstream.broker import free_port, stop_process, wait_for_port
-from callstream.settings import Settings
 from callstream.sim_calls import Push
 from callstream.stack import child_env
+from core.broker import free_port, stop_process, wait_for_port
+from core.settings import Settings
 from ingest.app import create_app
 from ingest.auth import sign_headers
 from tests.conftest import TEST_APP_KEY, TEST_APP_SECRET, TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET

@@ -21,10 +21,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from callstream import store
-from callstream.kafka import consumer_kwargs
 from callstream.reconcile import TABLES, expected_records, scan_topic
-from callstream.settings import Settings
+from core import store
+from core.kafka import consumer_kwargs
+from core.settings import Settings
 from ingest.envelope import Receipt, raw_record
 from ingest.notification import classify
 from schemas.avro_codec import decode

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from callstream.broker import EmbeddedBroker
-from callstream.kafka import consumer_kwargs, ensure_topics
-from callstream.settings import Settings
+from core.broker import EmbeddedBroker
+from core.kafka import consumer_kwargs, ensure_topics
+from core.settings import Settings
 from tests.chaos.harness import (
     ASGI_BASE,
     DriveResult,

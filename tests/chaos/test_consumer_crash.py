@@ -20,11 +20,20 @@ from pathlib import Path
 
 import pytest
 
-from callstream import store
-from callstream.kafka import ensure_topics
-from callstream.settings import Settings
+from core import store
+from core.kafka import ensure_topics
+from core.settings import Settings
 from tests.chaos.harness import (
-    ASGI_BASE, DriveResult, Outcome, Proc, asgi_edge, cli_env, drive_recorded, figures_line, make_plan, wait_until,
+    ASGI_BASE,
+    DriveResult,
+    Outcome,
+    Proc,
+    asgi_edge,
+    cli_env,
+    drive_recorded,
+    figures_line,
+    make_plan,
+    wait_until,
 )
 from tests.chaos.oracle import Verdict, edge_dead_letters, judge, wait_drained
 

@@ -9,10 +9,17 @@ from collections.abc import Callable
 
 import pytest
 
-from callstream.kafka import ensure_topics
-from callstream.settings import Settings
 from callstream.sim_calls import Push, _cdr_push
-from tests.chaos.harness import ASGI_BASE, asgi_edge, consumer_running, drive_recorded, figures_line, make_plan
+from core.kafka import ensure_topics
+from core.settings import Settings
+from tests.chaos.harness import (
+    ASGI_BASE,
+    asgi_edge,
+    consumer_running,
+    drive_recorded,
+    figures_line,
+    make_plan,
+)
 from tests.chaos.oracle import edge_dead_letters, judge, wait_drained
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(400)]

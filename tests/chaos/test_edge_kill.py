@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from callstream.broker import free_port, wait_for_port
-from callstream.kafka import ensure_topics
-from callstream.settings import Settings
+from core.broker import free_port, wait_for_port
+from core.kafka import ensure_topics
+from core.settings import Settings
 from tests.chaos.harness import Outcome, consumer_running, drive_recorded, figures_line, make_plan, start_edge
 from tests.chaos.oracle import edge_dead_letters, judge, wait_drained
 

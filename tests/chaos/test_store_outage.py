@@ -14,11 +14,17 @@ from collections.abc import Callable
 
 import pytest
 
-from callstream import store
-from callstream.kafka import ensure_topics
-from callstream.settings import Settings
+from core import store
+from core.kafka import ensure_topics
+from core.settings import Settings
 from tests.chaos.harness import (
-    ASGI_BASE, Outcome, asgi_edge, consumer_running, drive_recorded, figures_line, make_plan,
+    ASGI_BASE,
+    Outcome,
+    asgi_edge,
+    consumer_running,
+    drive_recorded,
+    figures_line,
+    make_plan,
 )
 from tests.chaos.oracle import edge_dead_letters, judge, wait_drained
 

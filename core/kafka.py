@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from callstream.settings import Settings
+from core.settings import Settings
 
 
 def _security_kwargs(settings: Settings) -> dict[str, Any]:

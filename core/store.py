@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from callstream.errors import ConfigError, StoreUnavailable
-from callstream.settings import Settings
+from core.errors import ConfigError, StoreUnavailable
+from core.settings import Settings
 
 _clients: dict[str, Client] = {}
 _registry_lock = threading.Lock()

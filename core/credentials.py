@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from callstream.settings import Settings, parse_app_credentials
+from core.settings import Settings, parse_app_credentials
 
 CREDENTIALS_FILE = "credentials"
 STACK_FILE = "stack.json"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from callstream.errors import ConfigError
+from core.errors import ConfigError
 
 LOCK_FILE = "up.lock"
 
