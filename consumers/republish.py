@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from consumers.avro_rows import row_encoder
+from schemas.avro_rows import row_encoder
 from consumers.downstream import DownstreamProducer
 from core.settings import Settings
 from schemas.serde import Serializer
