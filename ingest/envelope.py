@@ -8,16 +8,12 @@ import os
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from functools import lru_cache
 from typing import NamedTuple
 
-from schemas.avro_codec import encode
 from schemas.avro_envelope import encode_raw_envelope
+from schemas.cloudevents import KafkaHeaders, raw_headers
+from schemas.dead_letter import dead_letter
 
-KafkaHeaders = list[tuple[str, bytes]]
-
-_SPECVERSION = ("ce_specversion", b"1.0")
-_CONTENT_TYPE = ("content-type", b"application/avro")
 _DIGEST = re.compile(r'(PasswordDigest\s*=\s*")[^"]*(")', re.IGNORECASE)
 _SECRET_HEADERS = frozenset({"x-aksk", "x-wsse"})
 _DROPPED_HEADERS = frozenset({"cookie", "proxy-authorization"})
@@ -59,34 +55,9 @@ def new_id() -> str:
     return _ids.pop()
 
 
-def rfc3339(moment: datetime) -> str:
-    """RFC 3339 with microseconds and a numeric offset (``+00:00`` for the UTC receipt time)."""
-    return moment.isoformat(timespec="microseconds")
-
-
-@lru_cache(maxsize=4096)
-def _source(service: str, app_key: str) -> tuple[str, bytes]:
-    return ("ce_source", f"huawei/{service}/{app_key}".encode())
-
-
-@lru_cache(maxsize=256)
-def _type(service: str, event_type: str) -> tuple[str, bytes]:
-    return ("ce_type", f"com.huaweicloud.{service}.{event_type}".encode())
-
-
 def cloudevent_headers(receipt: Receipt, event_type: str, app_key: str, key: str | None) -> KafkaHeaders:
-    """CloudEvents Kafka binary-mode headers (``ce_*``; values as bytes)."""
-    headers = [
-        _SPECVERSION,
-        ("ce_id", receipt.id.encode()),
-        _source(receipt.service, app_key),
-        _type(receipt.service, event_type),
-        ("ce_time", rfc3339(receipt.received_at).encode()),
-    ]
-    if key is not None:
-        headers.append(("ce_subject", key.encode()))
-    headers.append(_CONTENT_TYPE)
-    return headers
+    """CloudEvents Kafka binary-mode headers of an accepted push (``schemas.cloudevents``)."""
+    return raw_headers(receipt.id, receipt.received_at, receipt.service, event_type, app_key, key)
 
 
 def raw_record(receipt: Receipt, body: bytes, event_type: str, app_key: str, auth_scheme: str) -> bytes:
@@ -110,7 +81,7 @@ def redact_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return out
 
 
-def dead_letter_record(
+def dead_letter_message(
     receipt: Receipt,
     body: bytes,
     *,
@@ -120,34 +91,10 @@ def dead_letter_record(
     app_key: str,
     headers: dict[str, str],
     truncated: bool = False,
-) -> bytes:
-    """The Avro ``dead_letter`` record of a refused push (stage ``edge``)."""
-    return encode(
-        "dead_letter",
-        {
-            "id": receipt.id,
-            "received_at": receipt.received_at,
-            "stage": "edge",
-            "reason": reason,
-            "detail": detail,
-            "service": receipt.service,
-            "path": receipt.path,
-            "app_key": app_key,
-            "http_status": http_status,
-            "headers": headers,
-            "body": body,
-            "body_truncated": truncated,
-        },
+) -> tuple[bytes, KafkaHeaders]:
+    """The Avro ``dead_letter`` record of a refused push (stage ``edge``) and its CloudEvents headers."""
+    return dead_letter(
+        id=receipt.id, received_at=receipt.received_at, stage="edge", reason=reason, detail=detail,
+        service=receipt.service, path=receipt.path, app_key=app_key, body=body, http_status=http_status,
+        request_headers=headers, body_truncated=truncated,
     )
-
-
-def dead_letter_headers(receipt: Receipt, reason: str) -> KafkaHeaders:
-    return [
-        _SPECVERSION,
-        ("ce_id", receipt.id.encode()),
-        ("ce_source", f"callstream/edge/{receipt.service}".encode()),
-        ("ce_type", b"io.callstream.dead_letter"),
-        ("ce_time", rfc3339(receipt.received_at).encode()),
-        ("ce_subject", reason.encode()),
-        _CONTENT_TYPE,
-    ]
