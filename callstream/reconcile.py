@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -40,7 +39,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
 from core.credentials import read_stack_file
 from core.errors import NormaliseError
-from core.kafka import consumer_kwargs
+from core.kafka import read_topic
 from core.settings import Settings
 from schemas.avro_codec import decode
 
@@ -106,45 +105,10 @@ class ReconcileReport:
 # --- Kafka scan --------------------------------------------------------------------------------
 async def scan_topic(settings: Settings, topic: str, since: datetime, until: datetime,
                      timeout_s: float = 120.0) -> list[tuple[int, int, int, bytes | None]]:
-    """``(partition, offset, timestamp_ms, value)`` of the records of ``topic`` produced in ``[since, until)``.
-
-    The end of each partition is the high watermark of the fetch responses (ListOffsets "latest" is not
-    trusted: the embedded broker answers the last batch's base offset there).
-    """
-    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None, client_id="callstream-reconcile"))
-    await consumer.start()
-    try:
-        cluster = await consumer._client.fetch_all_metadata()  # what consumer.topics() does, keeping partitions
-        partitions = cluster.partitions_for_topic(topic)
-        if not partitions:
-            return []
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
-        until_ms = int(until.timestamp() * 1000)
-        pending: set[TopicPartition] = set()
-        for tp in tps:
-            found = starts.get(tp)
-            if found is not None:  # None: nothing was produced to this partition since ``since``
-                consumer.seek(tp, found.offset)
-                pending.add(tp)
-        out: list[tuple[int, int, int, bytes | None]] = []
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took longer than {timeout_s:.0f}s")
-            batch = await consumer.getmany(*pending, timeout_ms=300)
-            for tp, records in batch.items():
-                for rec in records:
-                    if rec.timestamp < until_ms:
-                        out.append((tp.partition, rec.offset, rec.timestamp, rec.value))
-            for tp in list(pending):
-                high = consumer.highwater(tp)
-                if high is not None and await consumer.position(tp) >= high:
-                    pending.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+    """``(partition, offset, timestamp_ms, value)`` of the records of ``topic`` produced in ``[since, until)``."""
+    records = await read_topic(settings, topic, since=since, until=until, missing_ok=True,
+                               client_id="callstream-reconcile", timeout_s=timeout_s)
+    return [(r.partition, r.offset, r.timestamp, r.value) for r in records]
 
 
 # --- expected records --------------------------------------------------------------------------

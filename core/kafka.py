@@ -8,11 +8,17 @@ One place decides how callstream talks to Kafka, so the edge, the consumers and 
 from __future__ import annotations
 
 import ssl
+import time
+from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
 
+from core.errors import ConfigError
 from core.settings import Settings
 
 
@@ -169,3 +175,73 @@ async def ensure_topics(settings: Settings, *, with_configs: bool = False) -> li
         return [topic.name for topic in wanted]
     finally:
         await admin.close()
+
+
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    partitions: Collection[int] | None = None,
+    start: Mapping[int, int] | None = None,
+    stop: Mapping[int, int] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    missing_ok: bool = False,
+    client_id: str = "callstream-reader",
+    timeout_s: float = 120.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records of ``topic`` (all its ``partitions`` unless named), each partition read from offset
+    ``start[p]``, else from the first record produced at or after ``since``, else from the beginning, up to
+    offset ``stop[p]`` (inclusive), records produced before ``until``, and the end of the partition.
+
+    The end is the high watermark of the fetch responses (ListOffsets "latest" is not trusted: the embedded
+    broker answers the last batch's base offset there). A topic that does not exist is ``ConfigError``, or
+    no records with ``missing_ok``; ``TimeoutError`` past ``timeout_s``.
+    """
+    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None, client_id=client_id))
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()  # what consumer.topics() does, keeping partitions
+        known = cluster.partitions_for_topic(topic) or set()
+        if not known:
+            if missing_ok:
+                return []
+            raise ConfigError(f"topic {topic} does not exist on {settings.kafka_bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(known) if partitions is None or p in partitions]
+        if not tps:
+            raise ConfigError(f"topic {topic} has no partition {sorted(partitions or ())}: it has {sorted(known)}")
+        consumer.assign(tps)
+        by_time = {}
+        if since is not None:
+            by_time = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
+        last = {tp: stop[tp.partition] + 1 for tp in tps if stop is not None and tp.partition in stop}
+        pending: set[TopicPartition] = set()
+        for tp in tps:
+            if start is not None and tp.partition in start:
+                consumer.seek(tp, start[tp.partition])
+            elif since is not None:
+                found = by_time.get(tp)
+                if found is None:  # nothing was produced to this partition since ``since``
+                    continue
+                consumer.seek(tp, found.offset)
+            else:
+                await consumer.seek_to_beginning(tp)
+            pending.add(tp)
+        until_ms = int(until.timestamp() * 1000) if until is not None else None
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout_s:.0f}s")
+            batches = await consumer.getmany(*pending, timeout_ms=300, max_records=5000)
+            for tp, records in batches.items():
+                cut = last.get(tp)
+                out += [r for r in records if (cut is None or r.offset < cut)
+                        and (until_ms is None or r.timestamp < until_ms)]
+            for tp in list(pending):
+                position, high = await consumer.position(tp), consumer.highwater(tp)
+                if (high is not None and position >= high) or (tp in last and position >= last[tp]):
+                    pending.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
