@@ -41,11 +41,11 @@ from core.credentials import read_stack_file
 from core.errors import NormaliseError
 from core.kafka import read_topic
 from core.settings import Settings
+from schemas import ROW_TABLES
 from schemas.avro_codec import decode
 
 log = logging.getLogger(__name__)
 
-TABLES = ("cdrs", "call_events", "number_status")
 KEY_CHUNK = 5_000
 COLUMNS = ("hour", "app_key", "table", "accepted_notifications", "expected_records", "loaded", "quarantined",
            "missing", "duplicates")
@@ -185,7 +185,7 @@ def duplicate_counts(settings: Settings, since: datetime, until: datetime) -> di
     db = settings.clickhouse_database
     out: dict[tuple[datetime, str, str], int] = {}
     lo, hi = since.strftime("%Y-%m-%d %H:%M:%S.%f"), until.strftime("%Y-%m-%d %H:%M:%S.%f")
-    for table in TABLES:
+    for table in ROW_TABLES:
         sql = (f"SELECT toUnixTimestamp(toStartOfHour(received_at)), app_key, count() - uniqExact(dedup_key) "
                f"FROM {db}.{table} WHERE received_at >= {{lo:DateTime64(6, 'UTC')}} "
                "AND received_at < {hi:DateTime64(6, 'UTC')} GROUP BY 1, 2")
@@ -283,7 +283,7 @@ class ReconcileMetrics:
                               registry=registry)
 
     def update(self, report: ReconcileReport) -> None:
-        for table in TABLES:
+        for table in ROW_TABLES:
             self.missing.labels(table).set(report.total("missing", table))
             self.duplicates.labels(table).set(report.total("duplicates", table))
         self.last_run.set(time.time())

@@ -22,7 +22,6 @@ from core.errors import StoreError, StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-TABLES = ("cdrs", "call_events", "number_status", "failed_events")
 
 # ClickHouse error codes that mean "try again later": the data is fine, the store is not.
 RETRIABLE_CODES = frozenset({

@@ -30,9 +30,9 @@ from core.errors import NormaliseError
 from core.settings import Settings
 from schemas.cloudevents import KafkaHeaders
 from schemas.dead_letter import dead_letter
+from schemas import ROW_TABLES
 from schemas.serde import Serializer
 
-ROW_TABLES = ("cdrs", "call_events", "number_status")
 _STEP = 500  # records or rows between two turns of the event loop in prepare_async
 
 
