@@ -1,4 +1,5 @@
-"""One batch through the consumer: decode -> normalise -> enrich -> dedupe -> protect -> republish -> load.
+"""One batch through the consumer: ``consumers.prepare`` (decode -> parse -> normalise -> enrich -> keys ->
+dedupe -> protect -> encode), then ``deliver`` (look up stored keys -> publish -> insert -> quarantine).
 
 ``prepare`` is pure CPU work on the polled records; ``deliver`` talks to ClickHouse and Kafka and may
 raise ``StoreUnavailable`` / ``BrokerUnavailable`` (retriable: call it again with the same batch).
@@ -12,41 +13,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from consumers.decode import Notification, decode_envelope
-from consumers.dedupe import RecentKeys, assign_keys, failure_key, unique_in_batch
+from consumers.dedupe import failure_key, unique_in_batch
 from consumers.downstream import DownstreamProducer
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
-from consumers.normalise import Failure, Normalised, normalise
-from consumers.protect import protect_numbers
-from consumers.republish import Message, messages, republish, schema_topics, to_message
-from core.errors import NormaliseError
+from consumers.normalise import Failure
+from consumers.prepare import ROW_TABLES, Prepared, State, prepare_steps
+from consumers.republish import Message, republish, schema_topics, to_message
 from core.settings import Settings
 from schemas.avro_codec import encode
 from schemas.serde import Serializer
 
-ROW_TABLES = ("cdrs", "call_events", "number_status")
-_STEP = 500  # records or rows between two turns of the event loop in prepare_async
+__all__ = ["ROW_TABLES", "Batch", "Pipeline", "dead_letter", "failure_row"]
 
 
 @dataclass
-class Batch:
-    """The rows of one poll, ready to deliver; ``published`` survives retries of ``deliver``."""
+class Batch(Prepared):
+    """A prepared batch being delivered; ``published`` survives retries of ``deliver``."""
 
-    notifications: list[Notification]
-    tables: dict[str, list[dict[str, Any]]]
-    failures: list[Failure]
-    offsets: dict[Any, int]  # TopicPartition -> next offset to commit
-    received: int
     published: bool = False
-    messages: dict[str, dict[int, Message]] = field(default_factory=dict)  # table -> dedup_key -> record
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, prepared: Prepared) -> Batch:
+        return cls(**{f.name: getattr(prepared, f.name) for f in fields(Prepared)})
 
 
 def failure_row(f: Failure) -> dict[str, Any]:
@@ -94,8 +89,7 @@ class Pipeline:
         self.metrics = metrics
         self.serializer = serializer if serializer is not None else Serializer(settings)
         self._schemas_registered = self.serializer.registry is None
-        self.recent = RecentKeys(settings.dedup_cache_keys)
-        self.legs = LegTracker()
+        self.state = State.for_settings(settings)
 
     async def register_schemas(self) -> None:
         """Register the downstream and dead-letter schemas under their topics' subjects (once; a no-op
@@ -111,6 +105,10 @@ class Pipeline:
             await asyncio.to_thread(self.serializer.fetch_writers, [rec.value for rec in records])
 
     # --- CPU part ---------------------------------------------------------------------------
+    @property
+    def recent(self) -> Any:
+        return self.state.recent
+
     def prepare(self, records: list[ConsumerRecord]) -> Batch:
         steps = self._prepare(records)
         while True:
@@ -131,68 +129,29 @@ class Pipeline:
             await asyncio.sleep(0)
 
     def _prepare(self, records: list[ConsumerRecord]) -> Generator[None, None, Batch]:
-        notifications: list[Notification] = []
-        out = Normalised()
-        offsets: dict[Any, int] = {}
-        serializer = self.serializer
-        for start in range(0, len(records), _STEP):
-            for rec in records[start:start + _STEP]:
-                tp = (rec.topic, rec.partition)
-                offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
-                try:
-                    notifications.append(decode_envelope(rec.value, rec.topic, rec.partition, rec.offset, serializer))
-                except NormaliseError as exc:
-                    bad = Notification(f"{rec.topic}:{rec.partition}:{rec.offset}", int(time.time() * 1_000_000),
-                                       "", "", "", "", rec.value or b"", rec.topic, rec.partition, rec.offset)
-                    out.failures.append(Failure(bad, -1, "decode", exc.reason, str(exc)))
-            yield
-        for start in range(0, len(notifications), _STEP):
-            normalise(notifications[start:start + _STEP], out)
-            yield
-        settings = self.settings
-        note = Enriched()
-        cdrs, events, statuses = out.cdrs, out.events, out.statuses
-        for row in cdrs:
-            enrich_cdr(row, note)
-        legs = self.legs
-        for row in events:
-            enrich_event(row, note, legs)
-        for row in statuses:
-            enrich_status(row, note)
-        yield
+        encode = self.producer is not None and self.settings.republish
+        prepared = yield from prepare_steps(records, self.settings, self.state, serializer=self.serializer,
+                                            encode=encode)
         m = self.metrics
         m.received.inc(len(records))
-        for name in out.invalid:
+        notes = prepared.notes
+        for name in notes.invalid_values:
             m.invalid_values.labels(name).inc()
-        for name in note.unknown_codes:
+        for name in notes.unknown_codes:
             m.unknown_codes.labels(name).inc()
-        if note.inconsistent_timestamps:
-            m.inconsistent_timestamps.inc(note.inconsistent_timestamps)
-        tables = {"cdrs": cdrs, "call_events": events, "number_status": statuses}
-        encoded: dict[str, dict[int, Message]] = {}
-        encode = self.producer is not None and settings.republish
-        for table, rows in tables.items():
-            assign_keys(table, rows)  # keys and legs use the numbers as received ...
-            rows, in_batch = unique_in_batch(rows)
-            rows, recent = self.recent.split(table, rows)
-            protected: list[dict[str, Any]] = []
-            for start in range(0, len(rows), _STEP):
-                protected += [protect_numbers(r, settings) for r in rows[start:start + _STEP]]  # ... stored/
-                yield  # published protected
-            tables[table] = protected
-            if in_batch + recent:
-                m.discarded.labels("duplicate").inc(in_batch + recent)
-            if encode:  # the downstream records, off the delivery's path
-                encoded[table] = {}
-                for start in range(0, len(protected), _STEP):
-                    encoded[table].update(messages(table, protected[start:start + _STEP]))
-                    yield
-        return Batch(notifications, tables, out.failures, offsets, len(records), messages=encoded)
+        if notes.inconsistent_timestamps:
+            m.inconsistent_timestamps.inc(notes.inconsistent_timestamps)
+        if notes.duplicates:
+            m.discarded.labels("duplicate").inc(notes.duplicates)
+        m.add_stage_seconds(prepared.seconds)
+        return Batch.of(prepared)
 
     # --- I/O part ---------------------------------------------------------------------------
     async def deliver(self, batch: Batch) -> None:
         """Publish and load the batch; raises retriable errors without losing anything."""
         sink = self.sink
+        clock = time.perf_counter
+        began = clock()
         wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
         stored_by_table = await asyncio.to_thread(sink.existing_keys_by_table, wanted)  # one query
         new: dict[str, list[dict[str, Any]]] = {}
@@ -204,6 +163,8 @@ class Pipeline:
                 self.metrics.discarded.labels("duplicate").inc(len(batch.tables[table]) - len(rows))
                 batch.tables[table] = rows
             new[table] = rows
+        seconds = {"lookup": clock() - began}
+        began = clock()
         if not batch.published:
             if self.producer is not None and self.settings.republish:
                 await self.register_schemas()
@@ -213,12 +174,15 @@ class Pipeline:
                     self.metrics.sent.labels(topic).inc(count)
             batch.published = True
             batch.messages = {}
+            seconds["publish"] = clock() - began
         failures = list(batch.failures)
+        began = clock()
 
         def load_all() -> dict[str, tuple[int, list[Any]]]:
             return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
 
         results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
+        seconds["insert"] = clock() - began
         by_id = {n.id: n for n in batch.notifications}
         for table, (loaded, bad) in results.items():
             for row, exc in bad:
@@ -229,8 +193,11 @@ class Pipeline:
             self.recent.add(table, [r["dedup_key"] for r in new[table]])
             batch.tables[table] = []
         if failures:
+            began = clock()
             await self._quarantine(failures)
             batch.failures = []
+            seconds["quarantine"] = clock() - began
+        self.metrics.add_stage_seconds(seconds)
         now_us = time.time() * 1_000_000
         observe = self.metrics.receipt_to_load.observe
         for n in batch.notifications:
