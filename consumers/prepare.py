@@ -58,7 +58,7 @@ class State:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> State:
-        return cls(RecentKeys(settings.dedup_cache_keys), LegTracker())
+        return cls(RecentKeys(settings.dedup_cache_keys, settings.dedup_cache_bytes), LegTracker())
 
 
 @dataclass
