@@ -8,7 +8,6 @@ import asyncio
 import uuid
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
