@@ -1,11 +1,13 @@
 """One batch through the consumer: ``consumers.prepare`` (decode -> parse -> normalise -> enrich -> keys ->
-dedupe -> protect -> encode), then ``deliver`` (look up stored keys -> publish -> insert -> quarantine).
+dedupe -> protect -> encode), then ``deliver`` (look up stored keys -> insert -> publish -> quarantine).
 
 ``prepare`` is pure CPU work on the polled records; ``deliver`` talks to ClickHouse and Kafka and may
 raise ``StoreUnavailable`` / ``BrokerUnavailable`` (retriable: call it again with the same batch).
-Order inside ``deliver``: look up keys already stored, publish the new rows downstream (once per
-batch), insert them with deterministic tokens, then remember their keys. A crash after the insert
-and before the offset commit is harmless: the redelivered rows are found in the store and dropped.
+Order inside ``deliver``: look up keys already stored, insert the new rows with deterministic tokens
+(a row the store refuses is quarantined with its reason), publish the stored rows downstream (once per
+batch), remember their keys; the runner commits the offsets after that. A crash after the insert and
+before the publish or the commit loses nothing: the redelivered record finds its own rows in the store
+(same notification id) and publishes them; rows stored by another notification are duplicates.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ __all__ = ["ROW_TABLES", "Batch", "Pipeline", "dead_letter", "failure_row"]
 
 @dataclass
 class Batch(Prepared):
-    """A prepared batch being delivered; ``published`` survives retries of ``deliver``."""
+    """A prepared batch being delivered; ``stored``, ``delivered`` (the stored rows, to publish) and
+    ``published`` survive retries of ``deliver``."""
 
+    stored: bool = False
     published: bool = False
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -148,60 +152,84 @@ class Pipeline:
 
     # --- I/O part ---------------------------------------------------------------------------
     async def deliver(self, batch: Batch) -> None:
-        """Publish and load the batch; raises retriable errors without losing anything."""
-        sink = self.sink
+        """Store, then publish (the runner commits after this returns); raises retriable errors
+        (``StoreUnavailable``, ``BrokerUnavailable``) without losing anything: each step records its
+        progress on the batch, so calling it again repeats only what did not happen."""
         clock = time.perf_counter
-        began = clock()
-        wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
-        stored_by_table = await asyncio.to_thread(sink.existing_keys_by_table, wanted)  # one query
-        new: dict[str, list[dict[str, Any]]] = {}
-        for table in ROW_TABLES:
-            rows = batch.tables[table]
-            stored = stored_by_table.get(table)
-            if stored:
-                rows = [r for r in rows if r["dedup_key"] not in stored]
-                self.metrics.discarded.labels("duplicate").inc(len(batch.tables[table]) - len(rows))
-                batch.tables[table] = rows
-            new[table] = rows
-        seconds = {"lookup": clock() - began}
-        began = clock()
+        if not batch.stored:
+            await self._store(batch)
         if not batch.published:
-            if self.producer is not None and self.settings.republish:
-                await self.register_schemas()
-                outgoing = {t: self._messages(batch, t, rows) for t, rows in new.items()}
-                counts = await republish(self.producer, self.settings, outgoing, self.serializer)
-                for topic, count in counts.items():
-                    self.metrics.sent.labels(topic).inc(count)
-            batch.published = True
-            batch.messages = {}
-            seconds["publish"] = clock() - began
-        failures = list(batch.failures)
-        began = clock()
-
-        def load_all() -> dict[str, tuple[int, list[Any]]]:
-            return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
-
-        results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
-        seconds["insert"] = clock() - began
-        by_id = {n.id: n for n in batch.notifications}
-        for table, (loaded, bad) in results.items():
-            for row, exc in bad:
-                n = by_id.get(row["notification_id"])
-                if n is not None:
-                    failures.append(Failure(n, row["record_index"], "load", exc.reason, str(exc)))
-            self.metrics.loaded.labels(table).inc(loaded)
-            self.recent.add(table, [r["dedup_key"] for r in new[table]])
-            batch.tables[table] = []
-        if failures:
             began = clock()
-            await self._quarantine(failures)
+            await self._publish(batch)
+            self.metrics.add_stage_seconds({"publish": clock() - began})
+        if batch.failures:
+            began = clock()
+            await self._quarantine(batch.failures)
             batch.failures = []
-            seconds["quarantine"] = clock() - began
-        self.metrics.add_stage_seconds(seconds)
+            self.metrics.add_stage_seconds({"quarantine": clock() - began})
         now_us = time.time() * 1_000_000
         observe = self.metrics.receipt_to_load.observe
         for n in batch.notifications:
             observe(max(0.0, (now_us - n.received_at_us) / 1_000_000))
+
+    async def _store(self, batch: Batch) -> None:
+        """Insert the rows not stored yet. A key stored by another notification is a duplicate and
+        dropped; a key stored by this very notification (redelivered after a crash or a failed publish
+        between store and publish) is not inserted again but still published. A row the store refuses
+        becomes a failure (quarantined, never published)."""
+        sink = self.sink
+        wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
+        began = time.perf_counter()
+        stored = await asyncio.to_thread(sink.stored_notifications, wanted)  # a retriable error: nothing done
+        self.metrics.add_stage_seconds({"lookup": time.perf_counter() - began})
+        new: dict[str, list[dict[str, Any]]] = {}
+        again: dict[str, list[dict[str, Any]]] = {}
+        for table in ROW_TABLES:
+            rows = batch.tables[table]
+            known = stored.get(table) or {}
+            new[table], again[table] = [], []
+            for row in rows:
+                owner = known.get(row["dedup_key"])
+                if owner is None:
+                    new[table].append(row)
+                elif owner == row["notification_id"]:
+                    again[table].append(row)
+            dropped = len(rows) - len(new[table]) - len(again[table])
+            if dropped:
+                self.metrics.discarded.labels("duplicate").inc(dropped)
+
+        def load_all() -> dict[str, tuple[int, list[Any]]]:
+            return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
+
+        began = time.perf_counter()
+        results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
+        self.metrics.add_stage_seconds({"insert": time.perf_counter() - began})
+        by_id = {n.id: n for n in batch.notifications}
+        for table in ROW_TABLES:
+            loaded, bad = results.get(table, (0, []))
+            refused = {id(row) for row, _ in bad}
+            for row, exc in bad:
+                n = by_id.get(row.get("notification_id", "")) if isinstance(row, dict) else None
+                if n is not None:
+                    batch.failures.append(Failure(n, row.get("record_index", -1), "load", exc.reason, str(exc)))
+            self.metrics.loaded.labels(table).inc(loaded)
+            batch.delivered[table] = again[table] + [r for r in new[table] if id(r) not in refused]
+            batch.tables[table] = []
+        batch.stored = True
+
+    async def _publish(self, batch: Batch) -> None:
+        """Publish the stored rows downstream (once per batch), then remember their keys."""
+        if self.producer is not None and self.settings.republish:
+            await self.register_schemas()
+            outgoing = {t: self._messages(batch, t, rows) for t, rows in batch.delivered.items()}
+            counts = await republish(self.producer, self.settings, outgoing, self.serializer)
+            for topic, count in counts.items():
+                self.metrics.sent.labels(topic).inc(count)
+        for table, rows in batch.delivered.items():
+            self.recent.add(table, [r["dedup_key"] for r in rows])
+        batch.published = True
+        batch.messages = {}
+        batch.delivered = {}
 
     @staticmethod
     def _messages(batch: Batch, table: str, rows: list[dict[str, Any]]) -> list[Message]:
