@@ -3,7 +3,7 @@
 For a time window it compares three things:
 
 - accepted: the raw topic, scanned with a throwaway consumer (no group: assign + ``offsets_for_times``);
-  each envelope goes through the consumer's own CPU stages (``Pipeline.prepare``: normalise, enrich,
+  each envelope goes through the consumer's own CPU step (``consumers.prepare``: normalise, enrich,
   dedup keys), so *expected* is the number of distinct business records, not of pushes;
 - loaded: those dedup keys present in ``cdrs`` / ``call_events`` / ``number_status``;
 - quarantined: records of those pushes in ``failed_events`` (and the dead-letter topic's count).
@@ -29,14 +29,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from callstream.sql import run_sql
 from consumers.decode import decode_envelope
-from consumers.dedupe import RecentKeys
-from consumers.metrics import ConsumerMetrics
-from consumers.pipeline import Pipeline
+from consumers.prepare import State, prepare_notifications
 from core.credentials import read_stack_file
 from core.errors import NormaliseError
 from core.kafka import read_topic
@@ -127,17 +124,17 @@ def _hour(received_at_us: int) -> datetime:
 
 
 def expected_records(settings: Settings, values: Iterable[bytes | None]) -> _Expected:
-    """Run each raw record through the consumer's own CPU stages (``Pipeline.prepare``: decode,
-    normalise, enrich, dedup keys, protection) and collect its dedup keys per hour/app/table."""
-    pipeline = Pipeline(settings, None, None, ConsumerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    """Run each raw record through the consumer's own CPU step (``consumers.prepare``: decode,
+    normalise, enrich, dedup keys, protection) and collect its dedup keys per hour/app/table.
+    One push at a time, so that a record repeated in several pushes counts for each of them."""
+    state = State()  # no recent keys; voice legs as the consumer sees them, in topic order
     exp = _Expected()
     for value in values:
         try:
             n = decode_envelope(value)
         except NormaliseError:
             continue  # not an envelope: the consumer quarantines it under its own id
-        pipeline.recent = RecentKeys(0)
-        batch = pipeline.prepare([ConsumerRecord(settings.raw_topic, 0, 0, 0, 0, None, value, None, 0, 0, ())])
+        batch = prepare_notifications([n], settings, state)
         group = (_hour(n.received_at_us), n.app_key, table_of(n.event_type))
         exp.notifications[group].add(n.id)
         for table, rows in batch.tables.items():

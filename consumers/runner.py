@@ -336,7 +336,9 @@ async def _loop(
         if not stop.is_set():  # stopping: deliver the prepared batch, poll nothing new
             # with a batch waiting, take only what is already fetched: do not delay its delivery
             timeout_ms = 0 if pending is not None else settings.flush_interval_ms
+            fetched = time.perf_counter()
             polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_events)
+            metrics.add_stage_seconds({"fetch": time.perf_counter() - fetched} if polled else {})  # not idling
             if ready is not None and not ready.is_set() and consumer.assignment():
                 ready.set()
             records = [rec for recs in polled.values() for rec in recs]
@@ -365,20 +367,19 @@ async def _loop(
         if not await delivery:
             return  # stopped while the store was down: nothing committed, the batches are redelivered
         _crash_hook()
+        committing = time.perf_counter()
         if not await commit(consumer, batch):
             continue
+        metrics.add_stage_seconds({"commit": time.perf_counter() - committing})
         metrics.batch_seconds.observe(time.perf_counter() - started)
         _update_lag(consumer, batch, lags, metrics)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """``callstream consume``."""
-    updates: dict[str, Any] = {}
-    if getattr(args, "group", None):
-        updates["consumer_group"] = args.group
-    if getattr(args, "metrics_port", None) is not None:
-        updates["consumer_metrics_port"] = args.metrics_port
-    if updates:
+    given = {"consumer_group": getattr(args, "group", None) or None,
+             "consumer_metrics_port": getattr(args, "metrics_port", None)}
+    if updates := {name: value for name, value in given.items() if value is not None}:
         settings = settings.model_copy(update=updates)
     settings.require_kafka()
 

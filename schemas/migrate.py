@@ -27,7 +27,7 @@ from clickhouse_connect.driver.client import Client
 
 from core import store
 from core.settings import Settings
-from schemas.cluster import cluster_statements
+from schemas.cluster import cluster_statements, merge_tree_tables
 from schemas.retention import apply_retention, retention_statements
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,14 @@ def render(text: str, values: dict[str, str]) -> list[str]:
 
 
 def rendered(text: str, database: str, cluster: str = "") -> list[str]:
-    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form."""
-    statements = render(text, placeholders(database))
-    return cluster_statements(statements, cluster, database) if cluster else statements
+    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form (an
+    ALTER of a table that any migration creates goes to its ``*_local`` table too)."""
+    values = placeholders(database)
+    statements = render(text, values)
+    if not cluster:
+        return statements
+    tables = merge_tree_tables([s for m in discover() for s in render(m.text(), values)])
+    return cluster_statements(statements, cluster, database, tables)
 
 
 def _ledger_ddl(values: dict[str, str]) -> list[str]:
