@@ -291,8 +291,12 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
             except TimeoutError:
                 log.warning("the consumer did not stop in time; cancelling it")
                 consumer_task.cancel()
-                with contextlib.suppress(BaseException):
+                try:
                     await consumer_task
+                except asyncio.CancelledError:
+                    pass  # what cancel() asked for
+                except Exception:
+                    log.exception("the consumer failed while it was cancelled")
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -302,8 +306,12 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
                 log.exception("the consumer failed")
         if query is not None and query_task is not None:
             query.should_exit = True
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(query_task, 10)
+            except TimeoutError:
+                log.warning("the query endpoint did not stop within 10s")
+            except Exception:
+                log.exception("the query endpoint failed while stopping")
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         store.close_all()

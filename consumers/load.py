@@ -18,7 +18,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error
 
 from consumers.dedupe import insert_token
 from core import store
-from core.errors import StoreError, StoreRejected, StoreUnavailable
+from core.errors import StoreError, StoreFailed, StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ _DATA_ERRORS = (TypeError, ValueError, OverflowError, KeyError, AttributeError, 
 
 
 def classify_store_error(exc: BaseException) -> StoreError:
-    """Map any exception from a ClickHouse call to ``StoreUnavailable`` (retry) or ``StoreRejected``."""
+    """Map any exception from a ClickHouse call to ``StoreUnavailable`` (retry), ``StoreRejected`` (the
+    batch is bad) or ``StoreFailed`` (nobody knows: a few retries, then the consumer stops)."""
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, OperationalError):
@@ -41,16 +42,18 @@ def classify_store_error(exc: BaseException) -> StoreError:
         return StoreRejected(f"rows could not be encoded for ClickHouse: {exc}")
     if isinstance(exc, DatabaseError):
         code = getattr(exc, "code", None)
-        if code is None or code in RETRIABLE_CODES:
+        if code is None:
+            return StoreFailed(f"ClickHouse failed without an error code: {str(exc)[:300]}")
+        if code in RETRIABLE_CODES:
             return StoreUnavailable(f"ClickHouse failed (code {code}), will retry: {str(exc)[:300]}")
         return StoreRejected(f"ClickHouse rejected the batch (code {code}): {str(exc)[:300]}")
     if isinstance(exc, Error):
-        return StoreUnavailable(f"ClickHouse client error, will retry: {exc}")
+        return StoreFailed(f"ClickHouse client error: {type(exc).__name__}: {exc}")
     if isinstance(exc, _DATA_ERRORS):
         return StoreRejected(f"rows could not be encoded for ClickHouse: {type(exc).__name__}: {exc}")
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
         return StoreUnavailable(f"ClickHouse connection failed: {exc}")
-    return StoreUnavailable(f"unexpected ClickHouse failure, will retry: {type(exc).__name__}: {exc}")
+    return StoreFailed(f"unexpected ClickHouse failure: {type(exc).__name__}: {exc}")
 
 
 def _guard(call: Callable[[], Any]) -> Any:

@@ -31,7 +31,7 @@ from consumers.load import ClickHouseSink, without_dataframes
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Batch, Pipeline
 from core import store
-from core.errors import BrokerUnavailable, CallstreamError, StoreError
+from core.errors import CallstreamError, StoreError
 from core.kafka import consumer_kwargs, ensure_topics
 from core.settings import Settings
 from schemas.migrate import apply_migrations
@@ -50,16 +50,19 @@ async def retry_paused(
 ) -> bool:
     """Run ``attempt`` until it succeeds; on a retriable error count it under ``stage(error)``, pause
     consumption, keep polling (with ``consumer``; without it, only wait: someone else polls) and back
-    off. Poison errors propagate. False if stopped first."""
+    off. Poison errors propagate, and so does an error that has failed its ``max_retries`` times in a row.
+    False if stopped first."""
     backoff = 0.05
     paused: set[TopicPartition] = set()
+    failures = 0
     try:
         while True:
             try:
                 await attempt()
                 return True
             except CallstreamError as exc:
-                if not exc.retriable:
+                failures += 1
+                if not exc.retriable or (exc.max_retries is not None and failures > exc.max_retries):
                     raise
                 metrics.errors.labels(stage(exc)).inc()
                 metrics.paused.set(1)
@@ -288,7 +291,9 @@ async def run_consumer(
         await producer.start()
         try:
             await pipeline.register_schemas()
-        except BrokerUnavailable as exc:  # registered again before the first publish, with backoff
+        except CallstreamError as exc:  # registered again before the first publish, with backoff
+            if not exc.retriable:
+                raise
             log.warning("cannot register the downstream schemas yet: %s", exc)
         await consumer.start()
         try:

@@ -15,11 +15,38 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException as RdKafkaException
 from aiokafka.structs import ConsumerRecord
 
-from core.errors import ConfigError
+from core.errors import BrokerError, BrokerRejected, BrokerUnavailable, ConfigError
 from core.settings import Settings
+
+
+# librdkafka's local errors that mean "the cluster is not there (yet)", besides those it marks retriable
+_RDKAFKA_UNAVAILABLE = frozenset({
+    RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN, RdKafkaError._TIMED_OUT,
+    RdKafkaError._MSG_TIMED_OUT, RdKafkaError._RESOLVE, RdKafkaError._DESTROY,
+})
+
+
+def kafka_error(exc: BaseException, doing: str) -> BrokerError:
+    """The one translation of a Kafka client's exception (aiokafka, librdkafka, the socket) into the tree:
+    ``BrokerUnavailable`` where the client marks it retriable or the network failed, ``BrokerRejected``
+    (poison) where the cluster refused for good. ``doing`` says what was attempted ("write to raw")."""
+    if isinstance(exc, BrokerError):
+        return exc
+    if isinstance(exc, KafkaError):
+        retriable = bool(exc.retriable) or type(exc).__name__ == "KafkaTimeoutError"
+    elif isinstance(exc, RdKafkaException) and exc.args and isinstance(exc.args[0], RdKafkaError):
+        err = exc.args[0]
+        retriable = bool(err.retriable()) or err.code() in _RDKAFKA_UNAVAILABLE
+    else:
+        retriable = isinstance(exc, (OSError, TimeoutError))
+    if retriable:
+        return BrokerUnavailable(f"Kafka did not answer ({doing}): {exc!r}")
+    return BrokerRejected(f"Kafka refused ({doing}): {exc!r}")
 
 
 def delivery_timeout_ms(settings: Settings) -> int:

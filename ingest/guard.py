@@ -19,24 +19,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from core.errors import ConfigError, RejectedNotification
+from core.errors import ConfigError, IpNotAllowed, RateLimited
 from core.settings import Settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class IpNotAllowed(RejectedNotification):
-    status = 403
-    reason = "ip_not_allowed"
-
-
-class RateLimited(RejectedNotification):
-    status = 429
-    reason = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 def parse_cidrs(text: str) -> list[Network]:

@@ -29,11 +29,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from core.broker import free_port
-from core.errors import BrokerUnavailable, ConfigError
+from core.errors import RegistryError, UnknownSchema
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
 from core.settings import Settings
 from schemas.avro_codec import MARKER, schema_fingerprint, schema_json
-from schemas.serde import Serializer, UnknownSchema, decode, framing
+from schemas.serde import Serializer, decode, framing
 
 
 @dataclass
@@ -167,7 +167,7 @@ def test_registry_reader_resolves_a_newer_writer(
 
 def test_unreachable_registry_is_retriable(make_settings: Callable[..., Settings]) -> None:
     serializer = Serializer(make_settings(schema_registry_url=f"http://127.0.0.1:{free_port()}"))
-    with pytest.raises(BrokerUnavailable, match="unreachable") as caught:
+    with pytest.raises(RegistryError, match="unreachable") as caught:
         serializer.encode("raw_envelope", envelope(), "t")
     assert caught.value.retriable
 
@@ -182,11 +182,12 @@ def test_failing_registry_is_retriable_and_fetched_writers_spare_the_hot_path(
     reader = Serializer(settings)
 
     registry_server.failing = True
-    with pytest.raises(BrokerUnavailable, match="failing") as caught:
+    with pytest.raises(RegistryError, match="failing") as caught:
         reader.fetch_writers([payload])
     assert caught.value.retriable
-    with pytest.raises(BrokerUnavailable):
+    with pytest.raises(RegistryError) as caught:
         writer.encode("raw_envelope", envelope(8), "another-topic")  # registering is retriable too
+    assert caught.value.retriable
 
     registry_server.failing = False
     assert reader.fetch_writers([payload, unknown_id, b"garbage", None]) == 1  # 999 is left for decode
@@ -194,7 +195,7 @@ def test_failing_registry_is_retriable_and_fetched_writers_spare_the_hot_path(
     gets = registry_server.requests.count(f"GET /schemas/ids/{struct.unpack('>I', payload[1:5])[0]}")
     assert reader.decode(payload) == ("raw_envelope", envelope(7))
     assert registry_server.requests.count(f"GET /schemas/ids/{struct.unpack('>I', payload[1:5])[0]}") == gets
-    with pytest.raises(ConfigError, match="no schema id 999"):
+    with pytest.raises(UnknownSchema, match="no schema id 999"):
         reader.decode(unknown_id)
     writer.close()
     reader.close()
