@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -307,23 +306,6 @@ async def run_consumer(
             http_server.shutdown()
 
 
-_delivered_batches = 0
-
-
-def _crash_hook() -> None:
-    """Test hook for the chaos suite: ``CALLSTREAM_TEST_CRASH_AFTER_INSERT=N`` ends the process (exit 137,
-    like SIGKILL) after the Nth batch is loaded and before its offsets are committed."""
-    global _delivered_batches
-    limit = os.environ.get("CALLSTREAM_TEST_CRASH_AFTER_INSERT")
-    if not limit:
-        return
-    _delivered_batches += 1
-    if _delivered_batches >= int(limit):
-        log.warning("CALLSTREAM_TEST_CRASH_AFTER_INSERT=%s: exiting after the insert, before the commit", limit)
-        logging.shutdown()
-        os._exit(137)
-
-
 async def _loop(
     settings: Settings, stop: asyncio.Event, consumer: AIOKafkaConsumer, pipeline: Pipeline,
     ready: asyncio.Event | None, log_reset: LogResetGuard | None = None,
@@ -371,7 +353,6 @@ async def _loop(
                 raise
         if not await delivery:
             return  # stopped while the store was down: nothing committed, the batches are redelivered
-        _crash_hook()
         committing = time.perf_counter()
         if not await commit(consumer, batch):
             continue

@@ -229,16 +229,17 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class Proc:
-    """A ``python -m callstream.cli ...`` child with its log in a file; ``stop()`` always ends it."""
+    """A ``python -m callstream.cli ...`` child (or another ``module``'s) with its log in a file; ``stop()``
+    always ends it."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.args, self.env, self.log_path = args, env, log_path
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, module: str = "callstream.cli") -> None:
+        self.args, self.env, self.log_path, self.module = args, env, log_path, module
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "callstream.cli", *self.args], env=self.env, stdout=out,
+                [sys.executable, "-m", self.module, *self.args], env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(Path(__file__).parents[2]),
             )
         return self
