@@ -78,10 +78,7 @@ def apply_flags(args: argparse.Namespace, settings: Settings) -> Settings:
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of the edge child: every setting spelled out as ``CALLSTREAM_*``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSTREAM_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[f"CALLSTREAM_{name.upper()}"] = str(value)
+    env.update(settings.environment())
     return env
 
 
@@ -334,6 +331,6 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             creds_note = "auth is OFF (CALLSTREAM_AUTH=off): pushes are not verified"
         else:
             creds_note = f"{len(settings.app_secrets())} app(s) from CALLSTREAM_APPS / CALLSTREAM_APPS_FILE"
-        if not settings.number_pepper and settings.number_pepper_file is None:
+        if not settings.number_pepper.get_secret_value() and settings.number_pepper_file is None:
             settings = settings.model_copy(update={"number_pepper_file": ensure_pepper_file(data_dir / PEPPER_FILE)})
         return asyncio.run(run_stack(settings, dev_key=dev_key, creds_note=creds_note))

@@ -33,10 +33,10 @@ from typing import Any, Literal
 import orjson
 
 from core.errors import ConfigError
-from core.settings import Settings
+from core.settings import PROTECTION_MODES, Settings, parse_number_protection
 
 Mode = Literal["keep", "mask", "hash"]
-MODES: tuple[str, ...] = ("keep", "mask", "hash")
+MODES: tuple[str, ...] = PROTECTION_MODES
 
 #: Number columns of the warehouse tables (plus the virtual ``embedded``).
 NUMBER_COLUMNS: frozenset[str] = frozenset(
@@ -157,20 +157,18 @@ class Policy:
     _inert: bool = field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
-    def parse(cls, text: str, *, pepper: bytes = b"", publish_recording_urls: bool = False) -> Policy:
+    def parse(
+        cls, text: str | tuple[tuple[str, Mode], ...], *, pepper: bytes = b"", publish_recording_urls: bool = False,
+    ) -> Policy:
+        """The policy of ``CALLSTREAM_NUMBER_PROTECTION`` (as text, or as ``Settings`` parsed it)."""
         modes: dict[str, Mode] = {}
-        for item in text.replace("\n", ",").split(","):
-            item = item.strip()
-            if not item:
-                continue
-            column, sep, mode = (part.strip() for part in item.partition("="))
-            if not sep or column not in NUMBER_COLUMNS or mode not in MODES:
+        for column, mode in parse_number_protection(text) if isinstance(text, str) else text:
+            if column not in NUMBER_COLUMNS:
                 raise ConfigError(
-                    f"bad CALLSTREAM_NUMBER_PROTECTION entry {item!r}: "
-                    "write column=keep|mask|hash with a column "
-                    f"among {', '.join(sorted(NUMBER_COLUMNS))}"
+                    f"bad CALLSTREAM_NUMBER_PROTECTION entry '{column}={mode}': "
+                    f"write column=keep|mask|hash with a column among {', '.join(sorted(NUMBER_COLUMNS))}"
                 )
-            modes[column] = mode  # type: ignore[assignment]
+            modes[column] = mode
         if "hash" in modes.values() and len(pepper) < 16:
             raise ConfigError(
                 "number hashing is on but no pepper (>= 16 characters) is configured: "
@@ -248,7 +246,7 @@ def policy_from_settings(settings: Settings) -> Policy:
     a new pepper or policy takes effect on restart)."""
     return _cached_policy(
         settings.number_protection,
-        settings.number_pepper,
+        settings.number_pepper.get_secret_value(),
         settings.number_pepper_file,
         settings.data_dir,
         settings.publish_recording_urls,

@@ -68,7 +68,7 @@ def security_config(settings: Settings) -> dict[str, Any]:
     if protocol.startswith("SASL"):
         config["sasl.mechanism"] = settings.kafka_sasl_mechanism
         config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = settings.kafka_sasl_password
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
     return config
 
 
