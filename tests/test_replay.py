@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from callstream.cli import build_parser
 from callstream.replay import main, replay
+from consumers import runner
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
 from core.settings import Settings
 from core.store import connect, query_rows
@@ -166,7 +167,6 @@ def test_main_exits_zero(settings: Settings, capsys: pytest.CaptureFixture[str])
 
 def test_replayed_twice_lands_in_clickhouse_once(make_settings: Callable[..., Settings]) -> None:
     """The consumer dedups by business keys: two replays of one refused CDR give one cdrs row."""
-    runner = pytest.importorskip("consumers.runner", reason="consumers.runner.run_consumer is not there yet")
     settings = make_settings()
     nid = "f" * 32
     asyncio.run(produce(settings, settings.dead_topic, [dead_letter(nid)]))
