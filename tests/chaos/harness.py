@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,25 +28,10 @@ from core.settings import Settings
 from ingest.app import create_app
 from ingest.auth import sign_headers
 from tests.conftest import TEST_APP_KEY, TEST_APP_SECRET, TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET
+from tests.helpers import await_until, wait_until  # noqa: F401 - the chaos tests import them from here
 
 ASGI_BASE = "http://edge.test"
 APPS = {TEST_APP_KEY: TEST_APP_SECRET, TEST_PRIVACY_APP_KEY: TEST_PRIVACY_APP_SECRET}
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout_s:.0f}s")
-        time.sleep(interval_s)
-
-
-async def await_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout_s:.0f}s")
-        await asyncio.sleep(interval_s)
 
 
 # --- in-process edge -------------------------------------------------------------------------
