@@ -178,3 +178,4 @@ class Publisher:
                 log.warning("producer did not flush cleanly on shutdown: %r", exc)
         if deadlines is not None:
             deadlines.close()
+        self.serializer.close()  # the schema registry client's connections
