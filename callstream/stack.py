@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from callstream import query_server
-from consumers.numbers import PEPPER_FILE, ensure_pepper_file
+from consumers.pepper import PEPPER_FILE, ensure_pepper_file
 from consumers.runner import run_consumer
 from core import store
 from core.broker import EmbeddedBroker, stop_process, wait_for_port
