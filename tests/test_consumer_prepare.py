@@ -16,9 +16,10 @@ from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enr
 from consumers.normalise import Normalised, normalise_one
 from consumers.prepare import ROW_TABLES, State, prepare_notifications
 from consumers.protect import protect_numbers
-from consumers.republish import to_message
+from consumers.republish import ROUTES, to_message
 from core.errors import NormaliseError
 from core.settings import Settings
+from schemas.avro_codec import encode
 from tests.test_fuzz import EVENT_TYPES, mutate, notification, samples
 
 
@@ -78,6 +79,10 @@ def test_prepare_equals_the_semantic_functions_push_by_push(settings: Settings, 
     for table in ROW_TABLES:
         assert prepared.tables[table] == tables[table], table
         assert prepared.messages[table] == records[table], table  # the same Avro bytes and headers
+        schema = ROUTES[table][0]
+        for row in prepared.tables[table]:  # and those bytes are fastavro's
+            expected = encode(schema, {**row, "dedup_key": str(row["dedup_key"])})
+            assert prepared.messages[table][row["dedup_key"]][1] == expected
 
 
 def test_samples_prepared_alike_in_one_batch_or_one_push_at_a_time(settings: Settings) -> None:
