@@ -143,22 +143,30 @@ class ClickHouseSink:
             found[table].add(key)
         return found
 
-    def stored_notifications(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, dict[int, str]]:
+    def stored_notifications(self, wanted: Mapping[str, Iterable[int]]) -> dict[str, dict[int, str]]:
         """For each table, the keys of ``wanted`` already stored, with the notification that stored them
-        (a redelivered record finds its own rows: stored, maybe not yet published)."""
+        (a redelivered record finds its own rows: stored, maybe not yet published). One query for every
+        table (each query has a fixed cost in the engine); the keys are bound values, so any number fits."""
         found: dict[str, dict[int, str]] = {table: {} for table in wanted}
+        parts: list[str] = []
+        bound: dict[str, Any] = {}
         for table, keys in wanted.items():
             ordered = sorted(set(keys))
-            for start in range(0, len(ordered), chunk):
-                part = ordered[start:start + chunk]
-                sql = (f"SELECT dedup_key, any(notification_id) FROM {self.database}.{table} "
-                       f"WHERE dedup_key IN ({','.join(map(str, part))}) GROUP BY dedup_key")
+            if not ordered:
+                continue
+            n = len(parts)
+            bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(ordered)
+            parts.append(f"SELECT {{t{n}:String}}, dedup_key, any(notification_id) FROM {self.database}.{table} "
+                         f"WHERE dedup_key IN {{k{n}:Array(UInt64)}} GROUP BY dedup_key")
+        if not parts:
+            return found
+        sql = " UNION ALL ".join(parts)
 
-                def run(sql: str = sql) -> list[Any]:
-                    with store.locked(self.client):
-                        return list(self.client.query(sql).result_rows)
-                for key, notification_id in _guard(run):
-                    found[table][int(key)] = str(notification_id)
+        def run() -> list[Any]:
+            with store.locked(self.client):
+                return list(self.client.query(sql, parameters=bound).result_rows)
+        for table, key, notification_id in _guard(run):
+            found[table][int(key)] = str(notification_id)
         return found
 
     def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:

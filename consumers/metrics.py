@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -72,3 +75,20 @@ class ConsumerMetrics:
     def add_stage_seconds(self, seconds: Mapping[str, float]) -> None:
         for stage, value in seconds.items():
             self.stage_seconds.labels(stage).inc(value)
+
+
+def update_lag(consumer: AIOKafkaConsumer, offsets: Mapping[tuple[str, int], int], lags: dict[Any, int],
+               metrics: ConsumerMetrics) -> None:
+    """Set the lag gauge from the next offsets of a committed batch and the partitions' high watermarks
+    (``lags`` remembers the other partitions' last figures; revoked partitions are dropped)."""
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    for (topic, partition), next_offset in offsets.items():
+        if (topic, partition) not in assigned:  # revoked by a rebalance since the poll
+            continue
+        high = consumer.highwater(TopicPartition(topic, partition))
+        if high is not None:
+            lags[(topic, partition)] = max(0, high - next_offset)
+    for key in list(lags):
+        if key not in assigned:
+            del lags[key]
+    metrics.lag.set(sum(lags.values()))

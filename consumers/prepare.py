@@ -28,6 +28,7 @@ from consumers.protect import protect_numbers
 from consumers.republish import Message, messages
 from core.errors import NormaliseError
 from core.settings import Settings
+from schemas import ROW_TABLES
 from schemas.serde import Serializer
 
 STAGES = ("decode", "parse", "normalise", "enrich", "keys", "dedupe", "protect", "encode")
@@ -189,7 +190,10 @@ def _rows(
     lap("enrich", began)
     yield
     tables = prepared.tables
-    for table, rows in (("cdrs", out.cdrs), ("call_events", out.events), ("number_status", out.statuses)):
+    by_table = {"cdrs": out.cdrs, "call_events": out.events, "number_status": out.statuses}
+    out.cdrs, out.events, out.statuses = [], [], []  # one copy of the rows at a time: the table's list
+    for table in ROW_TABLES:
+        rows = by_table.pop(table)
         began = clock()
         assign_keys(table, rows)  # keys and legs use the numbers as received ...
         began = lap("keys", began)
@@ -197,18 +201,18 @@ def _rows(
         rows, recent = state.recent.split(table, rows)
         notes.duplicates += in_batch + recent
         lap("dedupe", began)
-        protected: list[dict[str, Any]] = []
         for start in range(0, len(rows), _STEP):
             began = clock()
-            protected += [protect_numbers(r, settings) for r in rows[start:start + _STEP]]  # ... stored/
+            for i in range(start, min(start + _STEP, len(rows))):
+                rows[i] = protect_numbers(rows[i], settings)  # ... stored/published protected
             lap("protect", began)
-            yield  # published protected
-        tables[table] = protected
+            yield
+        tables[table] = rows
         if encode:  # the downstream records, off the delivery's path
             encoded: dict[int, Message] = {}
-            for start in range(0, len(protected), _STEP):
+            for start in range(0, len(rows), _STEP):
                 began = clock()
-                encoded.update(messages(table, protected[start:start + _STEP]))
+                encoded.update(messages(table, rows[start:start + _STEP]))
                 lap("encode", began)
                 yield
             prepared.messages[table] = encoded

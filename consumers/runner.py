@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from consumers.downstream import DownstreamProducer
 from consumers.load import ClickHouseSink, without_dataframes
-from consumers.metrics import ConsumerMetrics
+from consumers.metrics import ConsumerMetrics, update_lag
 from consumers.pipeline import Batch, Pipeline
-from core import store
+from core import memory, store
 from core.errors import CallstreamError, StoreError
 from core.kafka import consumer_kwargs, ensure_topics
 from core.settings import Settings
@@ -228,20 +228,6 @@ class LogResetGuard(ConsumerRebalanceListener):
         self.uncommitted -= set(starts)
 
 
-def _update_lag(consumer: AIOKafkaConsumer, batch: Batch, lags: dict[Any, int], metrics: ConsumerMetrics) -> None:
-    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-    for (topic, partition), next_offset in batch.offsets.items():
-        if (topic, partition) not in assigned:  # revoked by a rebalance since the poll
-            continue
-        high = consumer.highwater(TopicPartition(topic, partition))
-        if high is not None:
-            lags[(topic, partition)] = max(0, high - next_offset)
-    for key in list(lags):
-        if key not in assigned:
-            del lags[key]
-    metrics.lag.set(sum(lags.values()))
-
-
 async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """``consumer.stop()``; aiokafka re-raises the cancellation of a fetch that was backing off (the broker
     is gone), which must not look like a cancellation of this task."""
@@ -295,6 +281,7 @@ async def run_consumer(
                 raise
             log.warning("cannot register the downstream schemas yet: %s", exc)
         await consumer.start()
+        memory.collect_less()  # the start-up objects stay; the batches' short-lived rows are not cyclic
         try:
             await _loop(settings, stop, consumer, pipeline, ready, log_reset)
         finally:
@@ -358,7 +345,7 @@ async def _loop(
             continue
         metrics.add_stage_seconds({"commit": time.perf_counter() - committing})
         metrics.batch_seconds.observe(time.perf_counter() - started)
-        _update_lag(consumer, batch, lags, metrics)
+        update_lag(consumer, batch.offsets, lags, metrics)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
