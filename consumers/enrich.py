@@ -4,13 +4,12 @@ CDR: ``<column>_desc`` for fwdUnaswRsn / callOutUnaswRsn (+ Q.850 class), ulFail
 ``failure_category`` / ``failure_reason`` / ``failure_source`` / ``refused`` (``consumers.outcome``: the
 cause that explains the outcome, by a fixed precedence); answered, talk_seconds, ring_seconds,
 setup_seconds, pdd_ms (RFC 6076), service_type, call_start_time, call_time, has_recording.
-Event: state_code_desc, failure_category (disconnect only), event_seq, leg. Status: status/cause
+Event: state_code_desc, failure_category (disconnect only), event_seq, leg (``assign_legs``). Status: status/cause
 descriptions, available, receipt_day. Unknown codes are kept, described, and reported in ``Enriched``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -143,26 +142,37 @@ def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
     row["pdd_ms"] = pdd
 
 
-class LegTracker:
-    """Voice callback legs: the first called number of a session is leg 1, another one is leg 2."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._first_called: OrderedDict[str, str] = OrderedDict()
-
-    def leg(self, session_id: str, called: str) -> int:
-        if not session_id or not called:
-            return 1
-        first = self._first_called.get(session_id)
-        if first is None:
-            self._first_called[session_id] = called
-            if len(self._first_called) > self.capacity:
-                self._first_called.popitem(last=False)
-            return 1
-        return 1 if first == called else 2
+LegOrder = tuple[int, int]  # (event time ms, receipt us): which callout came first
 
 
-def enrich_event(row: dict[str, Any], note: Enriched, legs: LegTracker | None = None) -> None:
+def event_order(row: dict[str, Any]) -> LegOrder:
+    return row["event_time"], row["received_at"]
+
+
+def assign_legs(rows: list[dict[str, Any]], first: dict[str, tuple[LegOrder, str]]) -> list[dict[str, Any]]:
+    """Voice callback legs from the records: the number called by the session's earliest ``callout``
+    (by event time, then receipt; stored ones in ``first``, updated here) is leg 1, any other number
+    leg 2. Returns the rows whose leg changed. The same events give the same legs in any process."""
+    for row in rows:
+        if row["event_type"] == "callout" and row["service"] == "voice" and row["session_id"]:
+            order = event_order(row)
+            known = first.get(row["session_id"])
+            if known is None or order < known[0]:
+                first[row["session_id"]] = (order, row["called"])
+    changed = []
+    for row in rows:
+        if row["service"] != "voice" or row["event_type"] == "collectInfo" or not row["session_id"]:
+            continue
+        known = first.get(row["session_id"])
+        leg = 1 if known is None or not row["called"] or known[1] == row["called"] else 2
+        if leg != row["leg"]:
+            row["leg"] = leg
+            changed.append(row)
+    return changed
+
+
+def enrich_event(row: dict[str, Any], note: Enriched) -> None:
+    """Describe one event; ``leg`` starts at 1 (``assign_legs`` sets the callback legs)."""
     event_type = row["event_type"]
     row["event_seq"] = EVENT_SEQ.get(event_type, 255)
     ts = row["timestamp"]
@@ -175,10 +185,7 @@ def enrich_event(row: dict[str, Any], note: Enriched, legs: LegTracker | None = 
         entry = lookup("stateCode", row["service"], code, note)
         row["state_code_desc"] = entry.description
         row["failure_category"] = entry.category
-    if legs is not None and row["service"] == "voice" and event_type != "collectInfo":
-        row["leg"] = legs.leg(row["session_id"], row["called"])
-    else:
-        row["leg"] = 1
+    row["leg"] = 1
 
 
 _days: dict[int, date] = {}

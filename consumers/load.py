@@ -16,7 +16,7 @@ from clickhouse_connect.driver import options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error, OperationalError
 
-from consumers.dedupe import insert_token
+from consumers.dedupe import NumberState, insert_token
 from core import store
 from core.errors import StoreError, StoreRejected, StoreUnavailable
 
@@ -154,6 +154,37 @@ class ClickHouseSink:
                 for key, notification_id in _guard(run):
                     found[table][int(key)] = str(notification_id)
         return found
+
+    def _rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
+        def run() -> list[Any]:
+            with store.locked(self.client):
+                return list(self.client.query(sql, parameters=parameters).result_rows)
+        return _guard(run)  # type: ignore[no-any-return]
+
+    def latest_number_states(self, numbers: Iterable[str], exclude: Iterable[str] = ()) -> dict[str, NumberState]:
+        """Each number's latest stored status row (by receipt) and its count of state changes, leaving
+        out the rows of the notifications in ``exclude`` (the batch being delivered, if it was before)."""
+        wanted = sorted(set(numbers))
+        if not wanted:
+            return {}
+        sql = (f"SELECT number, argMax(tuple(status, cause, dedup_key), tuple(received_at, loaded_at)), "
+               f"uniqExact(dedup_key) FROM {self.database}.number_status "
+               "WHERE number IN {numbers:Array(String)} AND notification_id NOT IN {exclude:Array(String)} "
+               "GROUP BY number")
+        rows = self._rows(sql, {"numbers": wanted, "exclude": sorted(set(exclude)) or [""]})
+        return {str(number): NumberState(latest[0], latest[1], int(latest[2]), int(changes))
+                for number, latest, changes in rows}
+
+    def first_callouts(self, session_ids: Iterable[str]) -> dict[str, tuple[tuple[int, int], str]]:
+        """Per session, the earliest stored ``callout`` event: ((event time ms, receipt us), called)."""
+        wanted = sorted(set(session_ids))
+        if not wanted:
+            return {}
+        sql = ("SELECT session_id, min(tuple(toUnixTimestamp64Milli(event_time), toUnixTimestamp64Micro(received_at), "
+               f"called)) FROM {self.database}.call_events "
+               "WHERE session_id IN {sessions:Array(String)} AND event_type = 'callout' GROUP BY session_id")
+        return {str(session): ((int(first[0]), int(first[1])), str(first[2]))
+                for session, first in self._rows(sql, {"sessions": wanted})}
 
     def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:
         """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse.

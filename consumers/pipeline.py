@@ -20,9 +20,9 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from consumers.decode import Notification, decode_envelope
-from consumers.dedupe import RecentKeys, assign_keys, failure_key, unique_in_batch
+from consumers.dedupe import RecentKeys, assign_keys, failure_key, status_transition_keys, unique_in_batch
 from consumers.downstream import DownstreamProducer
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, assign_legs, enrich_cdr, enrich_event, enrich_status
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.normalise import Failure, Normalised, normalise
@@ -99,7 +99,6 @@ class Pipeline:
         self.serializer = serializer if serializer is not None else Serializer(settings)
         self._schemas_registered = self.serializer.registry is None
         self.recent = RecentKeys(settings.dedup_cache_keys)
-        self.legs = LegTracker()
 
     async def register_schemas(self) -> None:
         """Register the downstream and dead-letter schemas under their topics' subjects (once; a no-op
@@ -158,9 +157,8 @@ class Pipeline:
         cdrs, events, statuses = out.cdrs, out.events, out.statuses
         for row in cdrs:
             enrich_cdr(row, note)
-        legs = self.legs
         for row in events:
-            enrich_event(row, note, legs)
+            enrich_event(row, note)
         for row in statuses:
             enrich_status(row, note)
         yield
@@ -176,7 +174,7 @@ class Pipeline:
         encoded: dict[str, dict[int, Message]] = {}
         encode = self.producer is not None and settings.republish
         for table, rows in tables.items():
-            assign_keys(table, rows)  # keys and legs use the numbers as received ...
+            assign_keys(table, rows)  # keys use the numbers as received ...
             rows, in_batch = unique_in_batch(rows)
             rows, recent = self.recent.split(table, rows)
             protected: list[dict[str, Any]] = []
@@ -216,6 +214,7 @@ class Pipeline:
         between store and publish) is not inserted again but still published. A row the store refuses
         becomes a failure (quarantined, never published)."""
         sink = self.sink
+        await self._resolve(batch)
         wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
         stored = await asyncio.to_thread(sink.stored_notifications, wanted)  # a retriable error: nothing done
         new: dict[str, list[dict[str, Any]]] = {}
@@ -250,6 +249,29 @@ class Pipeline:
             batch.delivered[table] = again[table] + [r for r in new[table] if id(r) not in refused]
             batch.tables[table] = []
         batch.stored = True
+
+    async def _resolve(self, batch: Batch) -> None:
+        """What needs the stored history: status keys (a repeat of the number's latest state is a
+        duplicate, a change is a new row) and callback legs (the session's earliest callout is leg 1).
+        The same records give the same result on a retry, after a restart and in a replay."""
+        sink = self.sink
+        statuses = batch.tables["number_status"]
+        if statuses:
+            exclude = [n.id for n in batch.notifications]  # as if this batch had not been stored before
+            latest = await asyncio.to_thread(sink.latest_number_states, [r["number"] for r in statuses], exclude)
+            kept = status_transition_keys(statuses, latest)
+            if len(kept) < len(statuses):
+                self.metrics.discarded.labels("duplicate").inc(len(statuses) - len(kept))
+            batch.tables["number_status"] = kept
+            batch.messages.pop("number_status", None)  # encoded with the provisional keys
+        events = batch.tables["call_events"]
+        sessions = {r["session_id"] for r in events
+                    if r["service"] == "voice" and r["event_type"] != "collectInfo" and r["session_id"]}
+        if sessions:
+            first = await asyncio.to_thread(sink.first_callouts, sessions)
+            encoded = batch.messages.get("call_events", {})
+            for row in assign_legs(events, first):
+                encoded.pop(row["dedup_key"], None)
 
     async def _publish(self, batch: Batch) -> None:
         """Publish the stored rows downstream (once per batch), then remember their keys."""

@@ -9,7 +9,7 @@ import pytest
 
 from consumers.decode import Notification
 from consumers.dedupe import RecentKeys, assign_keys, insert_token, unique_in_batch
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, assign_legs, enrich_cdr, enrich_event, enrich_status
 from consumers.normalise import normalise
 from schemas.codes import CATEGORIES, CODES_DIR, describe
 from tests.conftest import sample_bytes
@@ -110,9 +110,10 @@ def test_events_statuses_and_callback_legs() -> None:
           for i, n in enumerate(names)]
     ns.append(Notification("s", 1_710_209_704_000_000, "privacy", "/", "", "a", sample_bytes("privacy_x_numstatus.json")))
     out = normalise(ns)
-    legs, note = LegTracker(), Enriched()
+    note = Enriched()
     for row in out.events:
-        enrich_event(row, note, legs)
+        enrich_event(row, note)
+    assign_legs(out.events, {})
     for row in out.statuses:
         enrich_status(row, note)
     assert [(r["event_seq"], r["leg"]) for r in out.events] == [(1, 1), (3, 1), (5, 2), (5, 1)]
