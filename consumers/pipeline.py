@@ -47,6 +47,7 @@ class Batch:
     failures: list[Failure]
     offsets: dict[Any, int]  # TopicPartition -> next offset to commit
     received: int
+    resolved: bool = False
     stored: bool = False
     published: bool = False
     messages: dict[str, dict[int, Message]] = field(default_factory=dict)  # table -> dedup_key -> record
@@ -175,8 +176,10 @@ class Pipeline:
         encode = self.producer is not None and settings.republish
         for table, rows in tables.items():
             assign_keys(table, rows)  # keys use the numbers as received ...
-            rows, in_batch = unique_in_batch(rows)
-            rows, recent = self.recent.split(table, rows)
+            in_batch = recent = 0
+            if table != "number_status":  # a status repeats a state legitimately: see _resolve
+                rows, in_batch = unique_in_batch(rows)
+                rows, recent = self.recent.split(table, rows)
             protected: list[dict[str, Any]] = []
             for start in range(0, len(rows), _STEP):
                 protected += [protect_numbers(r, settings) for r in rows[start:start + _STEP]]  # ... stored/
@@ -256,14 +259,15 @@ class Pipeline:
         The same records give the same result on a retry, after a restart and in a replay."""
         sink = self.sink
         statuses = batch.tables["number_status"]
-        if statuses:
+        if statuses and not batch.resolved:
             exclude = [n.id for n in batch.notifications]  # as if this batch had not been stored before
             latest = await asyncio.to_thread(sink.latest_number_states, [r["number"] for r in statuses], exclude)
             kept = status_transition_keys(statuses, latest)
             if len(kept) < len(statuses):
                 self.metrics.discarded.labels("duplicate").inc(len(statuses) - len(kept))
             batch.tables["number_status"] = kept
-            batch.messages.pop("number_status", None)  # encoded with the provisional keys
+            batch.messages.pop("number_status", None)  # encoded with the state keys
+        batch.resolved = True
         events = batch.tables["call_events"]
         sessions = {r["session_id"] for r in events
                     if r["service"] == "voice" and r["event_type"] != "collectInfo" and r["session_id"]}
@@ -282,7 +286,8 @@ class Pipeline:
             for topic, count in counts.items():
                 self.metrics.sent.labels(topic).inc(count)
         for table, rows in batch.delivered.items():
-            self.recent.add(table, [r["dedup_key"] for r in rows])
+            if table != "number_status":
+                self.recent.add(table, [r["dedup_key"] for r in rows])
         batch.published = True
         batch.messages = {}
         batch.delivered = {}

@@ -61,3 +61,17 @@ def test_frequency_control_is_a_platform_refusal() -> None:
 def test_session_request_delay_per_rfc_6076(fields: dict[str, Any], expected: int | None) -> None:
     row = _cdr(callOutStartTime=START, callEndTime=END, **fields)
     assert row["pdd_ms"] == expected
+
+
+def test_codes_seen_in_the_samples_and_the_iana_sip_registry_are_known() -> None:
+    from schemas.codes import describe
+
+    assert describe("ulFailReason", "privacy", 8102).known  # merged privacy CDR sample
+    assert describe("ulFailReason", "privacy", 8102).category == "user_busy"
+    for code in (181, 199, 422, 424, 428, 433, 489, 494, 555, 607, 608):
+        entry = describe("sipStatusCode", "", code)
+        assert entry.known, code
+    assert describe("sipStatusCode", "", 422).description == "Session Interval Too Small"
+    assert describe("sipStatusCode", "", 607).category == "user_rejected"
+    assert describe("sipStatusCode", "", 180).category == "normal"
+    assert not describe("sipStatusCode", "", 499).known  # not registered
