@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 _SEP = "\x1f"
 
 
@@ -112,6 +114,24 @@ def unique_in_batch(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], i
     return kept, len(rows) - len(kept)
 
 
+def unique_cdrs(
+    rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], int, list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """``unique_in_batch`` for CDRs, also returning each dropped row whose content differs from the
+    kept one with its key: (rows, number dropped, [(conflicting row, kept row)])."""
+    first: dict[int, dict[str, Any]] = {}
+    kept, twins = [], []
+    for row in rows:
+        key = row["dedup_key"]
+        seen = first.get(key)
+        if seen is None:
+            first[key] = row
+            kept.append(row)
+        elif seen["raw"] != row["raw"]:
+            twins.append((row, seen))
+    return kept, len(rows) - len(kept), twins
+
+
 def insert_token(table: str, rows: Iterable[dict[str, Any]]) -> str:
     """Deterministic insert_deduplication_token: the same rows give the same token on retry."""
     digest = hashlib.blake2b(table.encode(), digest_size=16)
@@ -152,3 +172,37 @@ class RecentKeys:
         excess = len(store) - self.capacity
         for _ in range(max(0, excess)):
             store.popitem(last=False)
+
+
+# --- conflicting CDRs: one business key, other content ------------------------------------------
+def content_digest(raw: str) -> str:
+    """The MD5 of a stored ``raw`` as ClickHouse's ``hex(MD5(raw))`` writes it."""
+    return hashlib.md5(raw.encode(), usedforsecurity=False).hexdigest().upper()
+
+
+def differing_fields(stored_raw: str, raw: str) -> list[str]:
+    """The FeeInfo fields whose values differ between two CDR bodies (sorted)."""
+    try:
+        old, new = orjson.loads(stored_raw), orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ["raw"]
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ["raw"]
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+def conflict_row(row: dict[str, Any], kept_notification_id: str, stored_raw: str) -> dict[str, Any]:
+    """The ``cdr_conflicts`` row of a CDR whose key is stored with other content (the stored one stays)."""
+    return {
+        "dedup_key": hash64("conflict", row["dedup_key"], row["raw"]),
+        "cdr_key": row["dedup_key"],
+        "received_at": row["received_at"],
+        "app_key": row["app_key"],
+        "session_id": row["session_id"],
+        "icid": row["icid"],
+        "kept_notification_id": kept_notification_id,
+        "notification_id": row["notification_id"],
+        "record_index": row["record_index"],
+        "differing_fields": differing_fields(stored_raw, row["raw"]),
+        "raw": row["raw"],
+    }
