@@ -1,8 +1,10 @@
 """The edge's ASGI app: ``POST /notify/voice`` and ``POST /notify/privacy``, health and metrics.
 
-Every answer other than 503 means the bytes are in Kafka: a 200 after the raw record was acknowledged
-(acks=all), a 4xx after the refused bytes were acknowledged on the dead-letter topic. When Kafka does not
-acknowledge within ``ack_timeout_s`` the answer is 503 with ``Retry-After``, so the platform re-pushes.
+A 200 means the bytes are in Kafka (the raw record was acknowledged, acks=all). A 4xx means the push
+is refused; its bytes were acknowledged on the dead-letter topic while the quarantine budget of its
+source and of the edge allows (ingest/quarantine.py), else the refusal is answered the same way with
+``"quarantined": false`` and counted, its body not stored. When Kafka does not acknowledge within
+``ack_timeout_s`` the answer is 503 with ``Retry-After``, so the platform re-pushes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import AuthError, BodyTooLarge, BrokerUnavailable, RejectedNotification
 from core.settings import Settings
-from ingest.auth import Authenticator, Identity, parse_token
+from ingest.auth import Authenticator, Identity, check_owner, parse_token
 from ingest.envelope import (
     Receipt,
     cloudevent_headers,
@@ -55,7 +57,7 @@ _OK_BODY = {"type": "http.response.body", "body": b"{}"}
 _AUTH_OFF = Identity("", "off")
 
 
-async def _answer(send: Send, status: int, payload: dict[str, str], retry_after: bool | int = False) -> None:
+async def _answer(send: Send, status: int, payload: dict[str, object], retry_after: bool | int = False) -> None:
     body = orjson.dumps(payload)
     headers = [(b"content-type", JSON_UTF8), (b"content-length", str(len(body)).encode())]
     if retry_after:
@@ -139,6 +141,8 @@ class NotifyEndpoint:
             if body.too_large:
                 raise BodyTooLarge(f"body is larger than {self.max_body_bytes} bytes")
             classified = classify(self.service, body.data)
+            if classified.app_keys:
+                check_owner(identity.app_key, classified.app_keys)
         except RejectedNotification as exc:
             return await self._refuse(scope, send, receipt, body.data, body.too_large, identity, exc, aksk or wsse)
 
@@ -176,7 +180,16 @@ class NotifyEndpoint:
         error: RejectedNotification,
         token: str,
     ) -> int:
-        """Quarantine the refused bytes, then answer the 4xx (or 503 if the quarantine was not acked)."""
+        """Quarantine the refused bytes (within the budget), then answer the 4xx (503 if not acked)."""
+        answer: dict[str, object] = {"error": error.reason, "detail": str(error), "id": receipt.id}
+        quarantine = self.guard.quarantine
+        verdict = quarantine.admit(receipt.remote_addr, len(body)) if quarantine is not None else "stored"
+        if verdict != "stored":
+            self.metrics.refused(error.reason)
+            self.metrics.not_quarantined(error.reason, verdict, len(body))
+            await _answer(send, error.status, {**answer, "quarantined": False},
+                          getattr(error, "retry_after_s", False))
+            return error.status
         app_key = identity.app_key
         if not app_key and token and isinstance(error, AuthError):
             try:
@@ -200,8 +213,7 @@ class NotifyEndpoint:
             await _answer(send, 503, {"error": exc.reason, "detail": str(exc)}, True)
             return 503
         self.metrics.refused(error.reason)
-        await _answer(send, error.status, {"error": error.reason, "detail": str(error), "id": receipt.id},
-                      getattr(error, "retry_after_s", False))
+        await _answer(send, error.status, {**answer, "quarantined": True}, getattr(error, "retry_after_s", False))
         return error.status
 
 
