@@ -4,11 +4,14 @@ A 200 means the bytes are in Kafka (the raw record was acknowledged, acks=all). 
 is refused; its bytes were acknowledged on the dead-letter topic while the quarantine budget of its
 source and of the edge allows (ingest/quarantine.py), else the refusal is answered the same way with
 ``"quarantined": false`` and counted, its body not stored. When Kafka does not acknowledge within
-``ack_timeout_s`` the answer is 503 with ``Retry-After``, so the platform re-pushes.
+``ack_timeout_s`` the answer is 503 with ``Retry-After``, so the platform re-pushes. With
+``CALLSTREAM_CALLIN_UPSTREAM_URL`` set, an X-mode ``callin`` is answered with the call-control app's
+answer (ingest/callin.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -29,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.errors import AuthError, BodyTooLarge, BrokerUnavailable, RejectedNotification
 from core.settings import Settings
 from ingest.auth import Authenticator, Identity, check_owner, parse_token
+from ingest.callin import ANSWER_MARGIN_S, CallinRelay
 from ingest.envelope import (
     Receipt,
     cloudevent_headers,
@@ -78,8 +82,10 @@ class NotifyEndpoint:
         metrics: EdgeMetrics,
         in_flight: InFlight,
         guard: EdgeGuard | None = None,
+        relay: CallinRelay | None = None,
     ) -> None:
         self.service = service
+        self.relay = relay if service == "privacy" else None  # X mode (Block) is a privacy service
         self.guard = guard if guard is not None else EdgeGuard.from_settings(settings)
         self.path = f"/notify/{service}"
         self.settings = settings
@@ -109,6 +115,7 @@ class NotifyEndpoint:
         return self.public_url or str(URL(scope=scope))
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> int:
+        started = time.monotonic()
         received_at = datetime.now(UTC)
         now = received_at.timestamp()
         authorization = aksk = wsse = content_type = ""
@@ -150,6 +157,8 @@ class NotifyEndpoint:
         key = classified.key
         headers = cloudevent_headers(receipt, classified.event_type, identity.app_key, key)
         key_bytes = key.encode() if key else None
+        if self.relay is not None and classified.event_type == "callin":
+            return await self._callin(scope, send, receipt, body.data, value, key_bytes, headers, identity, started)
         try:
             waiter = self.publisher.submit(self.raw_topic, value, key_bytes, headers)
             if waiter is None:  # no partition metadata for the topic yet: the slower, waiting path
@@ -168,6 +177,47 @@ class NotifyEndpoint:
         await send(_OK_START)
         await send(_OK_BODY)
         return 200
+
+    async def _callin(
+        self,
+        scope: Scope,
+        send: Send,
+        receipt: Receipt,
+        body: bytes,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        identity: Identity,
+        started: float,
+    ) -> int:
+        """Publish the callin and ask the call-control app at the same time; answer within the deadline."""
+        relay = self.relay
+        assert relay is not None
+        extra = {"X-Callstream-Id": receipt.id, "X-Callstream-App-Key": identity.app_key}
+        upstream = asyncio.ensure_future(
+            relay.ask(body, scope["headers"], extra, relay.budget(started, time.monotonic())))
+        publish = asyncio.ensure_future(self.publisher.publish(self.raw_topic, value, key, headers))
+        publish.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late failure is not lost noise
+        done, _ = await asyncio.wait({publish}, timeout=relay.budget(started, time.monotonic()) + ANSWER_MARGIN_S)
+        failure = publish.exception() if done else BrokerUnavailable(
+            f"Kafka did not acknowledge the callin within CALLSTREAM_CALLIN_DEADLINE_S={relay.deadline_s:g}")
+        if failure is not None:
+            upstream.cancel()
+            if not isinstance(failure, BrokerUnavailable):
+                raise failure
+            self.metrics.error("publish")
+            self.metrics.callin_relayed("publish_failed")
+            await _answer(send, 503, {"error": failure.reason, "detail": str(failure)}, True)
+            return 503
+        answer = await upstream
+        if self.authenticator is not None:
+            self.authenticator.accepted(identity, time.time())
+        self.metrics.accepted(self.service, "callin")
+        self.metrics.callin_relayed(answer.outcome)
+        await send({"type": "http.response.start", "status": answer.status, "headers": [
+            (b"content-type", JSON_UTF8), (b"content-length", str(len(answer.body)).encode())]})
+        await send({"type": "http.response.body", "body": answer.body})
+        return answer.status
 
     async def _refuse(
         self,
@@ -252,6 +302,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     in_flight = InFlight(settings.max_in_flight_requests)
     metrics.in_flight.set_function(lambda: in_flight.count)
     guard = EdgeGuard.from_settings(settings)
+    relay = CallinRelay.from_settings(settings)
 
     async def live(request: Request) -> Response:
         return JSONResponse({"status": "live"})
@@ -278,15 +329,20 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
                 "use this for local development only"
             )
         await publisher.start()
+        if relay is not None:
+            await relay.start()
+            log.info("X-mode callin pushes are relayed to %s (answer within %g s)", relay.shown_url, relay.deadline_s)
         gc.freeze()  # modules, settings, producer: long-lived; keep them out of every later GC pass
         try:
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             await publisher.stop()
 
     routes = [
         Route(f"/notify/{service}",
-              NotifyEndpoint(service, settings, authenticator, publisher, metrics, in_flight, guard),
+              NotifyEndpoint(service, settings, authenticator, publisher, metrics, in_flight, guard, relay),
               methods=["POST"])
         for service in ("voice", "privacy")
     ]
@@ -301,4 +357,5 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.state.metrics = metrics
     app.state.authenticator = authenticator
     app.state.in_flight = in_flight
+    app.state.relay = relay
     return app
