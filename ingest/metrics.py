@@ -114,8 +114,8 @@ class EdgeMetrics(Collector):
             "by reason and bound (source, total).",
             labels=["reason", "bound"],
         )
-        for (reason, bound), value in list(self.skipped.items()):
-            skipped.add_metric([reason, bound], value)
+        for (reason, spent), value in list(self.skipped.items()):
+            skipped.add_metric([reason, spent], value)
         yield skipped
         duration = HistogramMetricFamily(
             "callstream_edge_request_duration_seconds",

@@ -9,7 +9,7 @@ import uuid
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from callstream.sim_calls import build_pushes, generate_calls
+from callstream.sim_calls import Push, build_pushes, generate_calls
 from callstream.simulate import MAX_LIST_BYTES, id_chunks, verify_once
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
@@ -35,8 +35,8 @@ def test_id_chunks_bound_each_query(settings: Settings) -> None:
     assert store.query_rows(client, f"SELECT [{chunk[1:-1]}]")[0][0] == odd  # the engine reads them back
 
 
-def _records(settings: Settings, plan_pushes: list) -> list[ConsumerRecord]:  # type: ignore[type-arg]
-    out = []
+def _records(settings: Settings, plan_pushes: list[Push]) -> list[ConsumerRecord]:
+    out: list[ConsumerRecord] = []
     for push in plan_pushes:
         if not push.expect_ok:
             continue
