@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REPLICA_PATH", "cluster_statements", "sharding_key"]
+__all__ = ["REPLICA_PATH", "cluster_statements", "merge_tree_tables", "sharding_key"]
 
 REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
 
@@ -155,14 +155,25 @@ def _alterlike(statement: str, match: re.Match[str], cluster: str, local: set[st
     return [local_stmt]  # TRUNCATE / OPTIMIZE act on the data, which lives in the local tables
 
 
-def cluster_statements(statements: list[str], cluster: str, db: str, local: set[str] | None = None) -> list[str]:
-    """The cluster version of single-node DDL ``statements`` for cluster ``cluster`` and database ``db``.
+def merge_tree_tables(statements: list[str]) -> set[str]:
+    """Names of the ``*MergeTree`` tables that ``statements`` create (those become ``<name>_local``)."""
+    names = set()
+    for statement in statements:
+        match = _CREATE_RE.match(statement)
+        if (match and match.group("kind").upper() == "TABLE" and _ENGINE_RE.search(statement)
+                and not re.search(r"\bAS\s+SELECT\b", statement, re.I)):
+            names.add(_bare(match.group("name")))
+    return names
 
-    ``local`` names the tables already split into ``*_local`` + Distributed (by earlier migrations, so a
-    later ``ALTER TABLE db.t ADD COLUMN`` reaches both); it is updated with the tables created here."""
+
+def cluster_statements(
+    statements: list[str], cluster: str, db: str, local_tables: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """The cluster version of single-node DDL ``statements`` for cluster ``cluster`` and database ``db``;
+    ``local_tables`` names tables an earlier migration created (an ALTER of them targets ``*_local``)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cluster):
         raise ValueError(f"cluster name {cluster!r} must be a plain identifier (letters, digits, _)")
-    local = set() if local is None else local
+    local: set[str] = set(local_tables)
     out: list[str] = []
     for raw in statements:
         statement = raw.strip().rstrip(";").strip()

@@ -27,7 +27,7 @@ from clickhouse_connect.driver.client import Client
 
 from core import store
 from core.settings import Settings
-from schemas.cluster import cluster_statements
+from schemas.cluster import cluster_statements, merge_tree_tables
 from schemas.retention import apply_retention, retention_statements
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,15 @@ def render(text: str, values: dict[str, str]) -> list[str]:
     return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
 
 
-def rendered(text: str, database: str, cluster: str = "", local: set[str] | None = None) -> list[str]:
-    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form
-    (``local``: the tables earlier migrations split, shared across the migrations in order)."""
-    statements = render(text, placeholders(database))
-    return cluster_statements(statements, cluster, database, local) if cluster else statements
+def rendered(text: str, database: str, cluster: str = "") -> list[str]:
+    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form (an
+    ALTER of a table that any migration creates goes to its ``*_local`` table too)."""
+    values = placeholders(database)
+    statements = render(text, values)
+    if not cluster:
+        return statements
+    tables = merge_tree_tables([s for m in discover() for s in render(m.text(), values)])
+    return cluster_statements(statements, cluster, database, tables)
 
 
 def _ledger_ddl(values: dict[str, str]) -> list[str]:
@@ -113,8 +117,7 @@ def _ledger_ddl(values: dict[str, str]) -> list[str]:
 def plan(settings: Settings, cluster: str = "") -> list[tuple[Migration, list[str]]]:
     """Every migration with its rendered statements (nothing is applied)."""
     values = placeholders(settings.clickhouse_database, cluster or settings.clickhouse_cluster)
-    local: set[str] = set()
-    return [(m, rendered(m.text(), values["{db}"], cluster or settings.clickhouse_cluster, local)) for m in discover()]
+    return [(m, rendered(m.text(), values["{db}"], cluster or settings.clickhouse_cluster)) for m in discover()]
 
 
 def applied_versions(client: Client, database: str) -> dict[int, str]:
@@ -134,15 +137,13 @@ def apply_migrations(settings: Settings, client: Client | None = None, *, cluste
             client.command(stmt)
     done = applied_versions(client, db)
     applied: list[str] = []
-    local: set[str] = set()  # tables split into *_local by the migrations so far (cluster DDL)
     for migration in discover():
-        statements = rendered(migration.text(), db, cluster, local)
         if migration.version in done:
             if done[migration.version] != migration.checksum():
                 log.warning("migration %s changed after it was applied; not re-applied", migration.label)
             continue
         with store.locked(client):
-            for stmt in statements:
+            for stmt in rendered(migration.text(), db, cluster):
                 client.command(stmt)
             client.insert(
                 f"{db}.schema_migrations",
