@@ -186,8 +186,8 @@ def expected_records(settings: Settings, values: Iterable[bytes | None]) -> _Exp
 
 
 # --- store queries -----------------------------------------------------------------------------
-def _rows(settings: Settings, sql: str) -> list[list[Any]]:
-    text = run_sql(settings, sql, "JSONCompactEachRow").decode()
+def _rows(settings: Settings, sql: str, parameters: dict[str, Any] | None = None) -> list[list[Any]]:
+    text = run_sql(settings, sql, "JSONCompactEachRow", parameters=parameters).decode()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -196,16 +196,12 @@ def _chunks(values: list[Any], size: int = KEY_CHUNK) -> Iterable[list[Any]]:
         yield values[start:start + size]
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def stored_keys(settings: Settings, table: str, keys: Iterable[int]) -> set[int]:
     db = settings.clickhouse_database
     found: set[int] = set()
     for part in _chunks(sorted(set(keys))):
-        sql = f"SELECT DISTINCT dedup_key FROM {db}.{table} WHERE dedup_key IN ({','.join(map(str, part))})"
-        found.update(int(r[0]) for r in _rows(settings, sql))
+        sql = f"SELECT DISTINCT dedup_key FROM {db}.{table} WHERE dedup_key IN {{keys:Array(UInt64)}}"
+        found.update(int(r[0]) for r in _rows(settings, sql, {"keys": part}))
     return found
 
 
@@ -215,8 +211,8 @@ def failed_records(settings: Settings, ids: Iterable[str]) -> set[tuple[str, int
     found: set[tuple[str, int]] = set()
     for part in _chunks(sorted(set(ids))):
         sql = (f"SELECT DISTINCT notification_id, record_index FROM {db}.failed_events "
-               f"WHERE notification_id IN ({','.join(_quote(i) for i in part)})")
-        found.update((str(r[0]), int(r[1])) for r in _rows(settings, sql))
+               "WHERE notification_id IN {ids:Array(String)}")
+        found.update((str(r[0]), int(r[1])) for r in _rows(settings, sql, {"ids": part}))
     return found
 
 
@@ -227,9 +223,9 @@ def duplicate_counts(settings: Settings, since: datetime, until: datetime) -> di
     lo, hi = since.strftime("%Y-%m-%d %H:%M:%S.%f"), until.strftime("%Y-%m-%d %H:%M:%S.%f")
     for table in TABLES:
         sql = (f"SELECT toUnixTimestamp(toStartOfHour(received_at)), app_key, count() - uniqExact(dedup_key) "
-               f"FROM {db}.{table} WHERE received_at >= toDateTime64('{lo}', 6, 'UTC') "
-               f"AND received_at < toDateTime64('{hi}', 6, 'UTC') GROUP BY 1, 2")
-        for hour, app, dups in _rows(settings, sql):
+               f"FROM {db}.{table} WHERE received_at >= {{lo:DateTime64(6, 'UTC')}} "
+               "AND received_at < {hi:DateTime64(6, 'UTC')} GROUP BY 1, 2")
+        for hour, app, dups in _rows(settings, sql, {"lo": lo, "hi": hi}):
             if int(dups):
                 out[(datetime.fromtimestamp(int(hour), UTC), str(app), table)] = int(dups)
     return out

@@ -106,25 +106,29 @@ class ClickHouseSink:
         found: set[int] = set()
         for start in range(0, len(wanted), chunk):
             part = wanted[start:start + chunk]
-            sql = f"SELECT dedup_key FROM {self.database}.{table} WHERE dedup_key IN ({','.join(map(str, part))})"
+            sql = f"SELECT dedup_key FROM {self.database}.{table} WHERE dedup_key IN {{keys:Array(UInt64)}}"
+            bound = {"keys": store.uint64_array(part)}
 
-            def run(sql: str = sql) -> list[Any]:
+            def run(sql: str = sql, bound: dict[str, Any] = bound) -> list[Any]:
                 with store.locked(self.client):
-                    return [r[0] for r in self.client.query(sql).result_rows]
+                    return [r[0] for r in self.client.query(sql, parameters=bound).result_rows]
             found.update(_guard(run))
         return found
 
     def existing_keys_by_table(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, set[int]]:
         """``existing_keys`` of several tables in one query (each query has a fixed cost in the engine)."""
         parts: list[str] = []
+        bound: dict[str, Any] = {}
         for table, keys in wanted.items():
             keys = sorted(set(keys))
             if len(keys) > chunk:
                 return {t: self.existing_keys(t, k, chunk) for t, k in wanted.items()}
             if not keys:
                 continue
-            parts.append(f"SELECT '{table}', dedup_key FROM {self.database}.{table} "
-                         f"WHERE dedup_key IN ({','.join(map(str, keys))})")
+            n = len(parts)
+            bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(keys)
+            parts.append(f"SELECT {{t{n}:String}}, dedup_key FROM {self.database}.{table} "
+                         f"WHERE dedup_key IN {{k{n}:Array(UInt64)}}")
         found: dict[str, set[int]] = {table: set() for table in wanted}
         if not parts:
             return found
@@ -132,7 +136,7 @@ class ClickHouseSink:
 
         def run() -> list[Any]:
             with store.locked(self.client):
-                return list(self.client.query(sql).result_rows)
+                return list(self.client.query(sql, parameters=bound).result_rows)
         for table, key in _guard(run):
             found[table].add(key)
         return found

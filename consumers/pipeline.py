@@ -28,7 +28,8 @@ from consumers.protect import protect_numbers
 from consumers.republish import Message, messages, republish, schema_topics, to_message
 from core.errors import NormaliseError
 from core.settings import Settings
-from schemas.avro_codec import encode
+from schemas.cloudevents import KafkaHeaders
+from schemas.dead_letter import dead_letter
 from schemas.serde import Serializer
 
 ROW_TABLES = ("cdrs", "call_events", "number_status")
@@ -70,14 +71,13 @@ def failure_row(f: Failure) -> dict[str, Any]:
     }
 
 
-def dead_letter(f: Failure) -> bytes:
+def dead_letter_of(f: Failure) -> tuple[bytes, KafkaHeaders]:
     n = f.notification
-    return encode("dead_letter", {
-        "id": n.id, "received_at": n.received_at_us, "stage": f.stage, "reason": f.reason,
-        "detail": f.detail[:2000], "service": n.service, "path": n.path, "app_key": n.app_key,
-        "http_status": 0, "source_topic": n.topic, "source_partition": n.partition, "source_offset": n.offset,
-        "headers": {"record_index": str(f.record_index)}, "body": n.body, "body_truncated": False,
-    })
+    return dead_letter(
+        id=n.id, received_at=n.received_at_us, stage=f.stage, reason=f.reason, detail=f.detail,
+        service=n.service, path=n.path, app_key=n.app_key, body=n.body, source=(n.topic, n.partition, n.offset),
+        record_index=f.record_index,
+    )
 
 
 class Pipeline:
@@ -254,7 +254,8 @@ class Pipeline:
             if letters:
                 await self.register_schemas()
                 for f in letters:
-                    producer.send(topic, self.serializer.reframe(dead_letter(f), topic), f.notification.id.encode(), [])
+                    value, headers = dead_letter_of(f)
+                    producer.send(topic, self.serializer.reframe(value, topic), f.notification.id.encode(), headers)
                 await producer.flush()  # BrokerUnavailable when any was not acknowledged
         if rows:
             await asyncio.to_thread(self.sink.insert, "failed_events", rows)

@@ -177,7 +177,7 @@ async def test_mis_set_secret_leaves_re_pushed_cdrs_recoverable(make_settings: C
     assert {r["app_key"] for r in raw} == {TEST_PRIVACY_APP_KEY}
     dead = [decode(r.value)[1] for r in await read_records(stale, stale.dead_topic, 2)]
     assert [d["reason"] for d in dead] == ["bad_digest", "bad_digest"]
-    assert [d["body"] for d in dead] == cdrs[:2]  # the sample an operator inspects to find the cause
+    assert sorted(d["body"] for d in dead) == sorted(cdrs[:2])  # the sample an operator inspects (any partition order)
 
 
 async def test_every_stored_row_records_the_signing_app(settings: Settings) -> None:
