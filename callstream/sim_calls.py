@@ -303,8 +303,7 @@ def generate_calls(
 
 
 def event_retry_delays(call: SimCall, event_type: str) -> tuple[float, ...]:
-    """When the platform re-pushes a failed status/event push: voice status never; privacy events at 1, 4,
-    9, 106, 203, 300 min, except the X-mode ``callin`` (Block mode: the call waits for the answer)."""
+    """Re-push delays of a failed event push: voice never, privacy 1…300 min, X-mode callin never."""
     if call.service == "voice" or (call.kind == "X" and event_type == "callin"):
         return ()
     return PRIVACY_RETRY_MIN
