@@ -57,15 +57,19 @@ def _first_str(items: list[Any], field: str) -> str | None:
 
 
 def _app_keys(doc: dict[str, Any], records: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
-    """Distinct appKeys named in ``doc`` and its records, in order; a non-string value is shown as JSON."""
-    found: list[str] = []
-    for value in (doc.get("appKey"), *(r.get("appKey") for r in records if isinstance(r, dict))):
-        if value is None or value == "":
-            continue
-        text = value if isinstance(value, str) else orjson.dumps(value).decode()
-        if text not in found:
-            found.append(text)
-    return tuple(found)
+    """Distinct appKeys named in ``doc`` and its records; a non-string value is shown as JSON."""
+    try:  # the common case: every record names the same string (or none)
+        keys = {r.get("appKey") for r in records if isinstance(r, dict)}
+        keys.add(doc.get("appKey"))
+    except TypeError:  # an unhashable value (object, list): the slow path
+        keys = set()
+        for value in (doc.get("appKey"), *(r.get("appKey") for r in records if isinstance(r, dict))):
+            keys.add(value if value is None or isinstance(value, str) else orjson.dumps(value).decode())
+    keys.discard(None)
+    keys.discard("")
+    if not keys:
+        return ()
+    return tuple(sorted(k if isinstance(k, str) else orjson.dumps(k).decode() for k in keys))
 
 
 def classify(service: str, body: bytes) -> Classified:
@@ -96,4 +100,5 @@ def classify(service: str, body: bytes) -> Classified:
     if not isinstance(info, dict):
         raise BadNotification(f"{event_type} notification needs a statusInfo object", reason="missing_field")
     session = info.get("sessionId")
-    return Classified(event_type, session if isinstance(session, str) and session else None, _app_keys(doc, (info,)))
+    named = _app_keys(doc, (info,)) if "appKey" in info or "appKey" in doc else ()  # events rarely name one
+    return Classified(event_type, session if isinstance(session, str) and session else None, named)
