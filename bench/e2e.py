@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
 from bench._load import BENCH_APPS, PUBLIC_BASE_URL, SAMPLES, bench_apps_env, send_at_rate  # noqa: E402
 from core.broker import free_port, stop_process  # noqa: E402
 from core.credentials import read_stack_file  # noqa: E402
+from schemas import ROW_TABLES  # noqa: E402
 from ingest.auth import sign_headers  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "e2e.json"
@@ -144,7 +145,7 @@ def sql(query_url: str, text: str) -> list[list[Any]]:
 
 
 ALL_ROWS = " UNION ALL ".join(f"SELECT notification_id, received_at, loaded_at FROM callstream.{t}"
-                              for t in ("cdrs", "call_events", "number_status"))
+                              for t in ROW_TABLES)
 
 
 def run(rate: float, duration: float) -> dict[str, Any]:

@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 from aiokafka.structs import ConsumerRecord  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from schemas import ROW_TABLES  # noqa: E402
 from callstream.sim_calls import build_pushes, generate_calls  # noqa: E402
 from consumers.load import ClickHouseSink  # noqa: E402
 from consumers.metrics import ConsumerMetrics  # noqa: E402
@@ -42,7 +43,6 @@ from ingest.notification import classify  # noqa: E402
 from schemas.migrate import apply_migrations  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "storage.json"
-TABLES = ("cdrs", "call_events", "number_status")
 BATCH = 5000
 
 
@@ -70,7 +70,7 @@ def load(settings: Settings, records: list[ConsumerRecord], timings: dict[str, f
     apply_migrations(settings, client)
     sink = ClickHouseSink(client, settings.clickhouse_database)
     pipeline = Pipeline(settings, sink, None, ConsumerMetrics(CollectorRegistry()))
-    loaded = dict.fromkeys(TABLES, 0)
+    loaded = dict.fromkeys(ROW_TABLES, 0)
     timings = timings if timings is not None else {}
     timings.setdefault("prepare_s", 0.0)
     timings.setdefault("insert_s", 0.0)
@@ -78,12 +78,12 @@ def load(settings: Settings, records: list[ConsumerRecord], timings: dict[str, f
         began = time.process_time()
         batch = pipeline.prepare(records[start:start + BATCH])
         middle = time.process_time()
-        for table in TABLES:
+        for table in ROW_TABLES:
             loaded[table] += sink.insert(table, batch.tables[table])
         timings["prepare_s"] += middle - began
         timings["insert_s"] += time.process_time() - middle
     with store.locked(client):
-        for table in TABLES:
+        for table in ROW_TABLES:
             client.command(f"OPTIMIZE TABLE {settings.clickhouse_database}.{table} FINAL")
     return loaded
 
@@ -98,7 +98,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         "FROM system.parts WHERE database = {db:String} AND active GROUP BY table",
         {"db": db},
     ):
-        if table not in TABLES:
+        if table not in ROW_TABLES:
             continue
         top = store.query_rows(
             client,

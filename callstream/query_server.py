@@ -35,6 +35,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from core import store
+from core.errors import QueryRefused
 from core.settings import Settings
 
 SERVER_NAME = "callstream"
@@ -55,14 +56,6 @@ _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNOREC
 _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()+", re.DOTALL)
 _CODE = re.compile(r"Code:\s*(\d+)")
 _BAD_REQUEST_CODES = frozenset({36, 43, 46, 47, 53, 60, 62, 81, 386, 456, 457})
-
-
-class QueryRefused(Exception):
-    """A query this endpoint does not run; ``text`` is ClickHouse-style, ``status`` the HTTP answer."""
-
-    def __init__(self, text: str, status: int, code: int) -> None:
-        super().__init__(text)
-        self.text, self.status, self.code = text, status, code
 
 
 def first_keyword(sql: str) -> str:

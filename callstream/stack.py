@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from callstream import query_server
-from consumers.numbers import PEPPER_FILE, ensure_pepper_file
+from consumers.pepper import PEPPER_FILE, ensure_pepper_file
 from consumers.runner import run_consumer
 from core import store
 from core.broker import EmbeddedBroker, stop_process, wait_for_port
@@ -78,10 +78,7 @@ def apply_flags(args: argparse.Namespace, settings: Settings) -> Settings:
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of the edge child: every setting spelled out as ``CALLSTREAM_*``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSTREAM_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[f"CALLSTREAM_{name.upper()}"] = str(value)
+    env.update(settings.environment())
     return env
 
 
@@ -291,8 +288,12 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
             except TimeoutError:
                 log.warning("the consumer did not stop in time; cancelling it")
                 consumer_task.cancel()
-                with contextlib.suppress(BaseException):
+                try:
                     await consumer_task
+                except asyncio.CancelledError:
+                    pass  # what cancel() asked for
+                except Exception:
+                    log.exception("the consumer failed while it was cancelled")
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -302,8 +303,12 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
                 log.exception("the consumer failed")
         if query is not None and query_task is not None:
             query.should_exit = True
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(query_task, 10)
+            except TimeoutError:
+                log.warning("the query endpoint did not stop within 10s")
+            except Exception:
+                log.exception("the query endpoint failed while stopping")
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         store.close_all()
@@ -326,6 +331,6 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             creds_note = "auth is OFF (CALLSTREAM_AUTH=off): pushes are not verified"
         else:
             creds_note = f"{len(settings.app_secrets())} app(s) from CALLSTREAM_APPS / CALLSTREAM_APPS_FILE"
-        if not settings.number_pepper and settings.number_pepper_file is None:
+        if not settings.number_pepper.get_secret_value() and settings.number_pepper_file is None:
             settings = settings.model_copy(update={"number_pepper_file": ensure_pepper_file(data_dir / PEPPER_FILE)})
         return asyncio.run(run_stack(settings, dev_key=dev_key, creds_note=creds_note))

@@ -18,11 +18,10 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error
 
 from consumers.dedupe import insert_token
 from core import store
-from core.errors import StoreError, StoreRejected, StoreUnavailable
+from core.errors import StoreError, StoreFailed, StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-TABLES = ("cdrs", "call_events", "number_status", "failed_events")
 
 # ClickHouse error codes that mean "try again later": the data is fine, the store is not.
 RETRIABLE_CODES = frozenset({
@@ -33,7 +32,8 @@ _DATA_ERRORS = (TypeError, ValueError, OverflowError, KeyError, AttributeError, 
 
 
 def classify_store_error(exc: BaseException) -> StoreError:
-    """Map any exception from a ClickHouse call to ``StoreUnavailable`` (retry) or ``StoreRejected``."""
+    """Map any exception from a ClickHouse call to ``StoreUnavailable`` (retry), ``StoreRejected`` (the
+    batch is bad) or ``StoreFailed`` (nobody knows: a few retries, then the consumer stops)."""
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, OperationalError):
@@ -42,16 +42,18 @@ def classify_store_error(exc: BaseException) -> StoreError:
         return StoreRejected(f"rows could not be encoded for ClickHouse: {exc}")
     if isinstance(exc, DatabaseError):
         code = getattr(exc, "code", None)
-        if code is None or code in RETRIABLE_CODES:
+        if code is None:
+            return StoreFailed(f"ClickHouse failed without an error code: {str(exc)[:300]}")
+        if code in RETRIABLE_CODES:
             return StoreUnavailable(f"ClickHouse failed (code {code}), will retry: {str(exc)[:300]}")
         return StoreRejected(f"ClickHouse rejected the batch (code {code}): {str(exc)[:300]}")
     if isinstance(exc, Error):
-        return StoreUnavailable(f"ClickHouse client error, will retry: {exc}")
+        return StoreFailed(f"ClickHouse client error: {type(exc).__name__}: {exc}")
     if isinstance(exc, _DATA_ERRORS):
         return StoreRejected(f"rows could not be encoded for ClickHouse: {type(exc).__name__}: {exc}")
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
         return StoreUnavailable(f"ClickHouse connection failed: {exc}")
-    return StoreUnavailable(f"unexpected ClickHouse failure, will retry: {type(exc).__name__}: {exc}")
+    return StoreFailed(f"unexpected ClickHouse failure: {type(exc).__name__}: {exc}")
 
 
 def _guard(call: Callable[[], Any]) -> Any:
@@ -141,15 +143,40 @@ class ClickHouseSink:
             found[table].add(key)
         return found
 
+    def stored_notifications(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, dict[int, str]]:
+        """For each table, the keys of ``wanted`` already stored, with the notification that stored them
+        (a redelivered record finds its own rows: stored, maybe not yet published)."""
+        found: dict[str, dict[int, str]] = {table: {} for table in wanted}
+        for table, keys in wanted.items():
+            ordered = sorted(set(keys))
+            for start in range(0, len(ordered), chunk):
+                part = ordered[start:start + chunk]
+                sql = (f"SELECT dedup_key, any(notification_id) FROM {self.database}.{table} "
+                       f"WHERE dedup_key IN ({','.join(map(str, part))}) GROUP BY dedup_key")
+
+                def run(sql: str = sql) -> list[Any]:
+                    with store.locked(self.client):
+                        return list(self.client.query(sql).result_rows)
+                for key, notification_id in _guard(run):
+                    found[table][int(key)] = str(notification_id)
+        return found
+
     def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:
-        """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse."""
+        """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse.
+
+        Every row must carry every column of the table that has no DEFAULT: a row without one, or with
+        a value of the wrong type, makes the batch ``StoreRejected`` (``insert_isolating`` finds it)."""
         if not rows:
             return 0
-        present = rows[0].keys()
-        cols = [c for c in self.columns(table) if c in present]
-        # rows -> columns in C (itemgetter + zip): the same KeyError as indexing for a missing column
-        data = list(zip(*map(itemgetter(*cols), rows), strict=True)) if len(cols) > 1 else [
-            [row[cols[0]] for row in rows]]
+        cols = self.columns(table)
+        try:
+            # rows -> columns in C (itemgetter + zip); a row without a column raises KeyError here
+            data = list(zip(*map(itemgetter(*cols), rows), strict=True)) if len(cols) > 1 else [
+                [row[cols[0]] for row in rows]]
+        except KeyError as exc:
+            raise StoreRejected(f"row without column {exc} for {table}") from exc
+        except TypeError as exc:  # a row that is not a mapping
+            raise StoreRejected(f"row for {table} is not a mapping of columns: {exc}") from exc
         token = token or insert_token(table, rows)
 
         def run() -> None:
@@ -158,10 +185,7 @@ class ClickHouseSink:
                     f"{self.database}.{table}", data, column_names=cols, column_oriented=True,
                     settings={"insert_deduplication_token": token},
                 )
-        try:
-            _guard(run)
-        except KeyError as exc:  # a row missing a column the others have
-            raise StoreRejected(f"row without column {exc} for {table}") from exc
+        _guard(run)
         return len(rows)
 
     def insert_isolating(

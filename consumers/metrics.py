@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -60,3 +62,13 @@ class ConsumerMetrics:
             "1 while consumption is paused: ClickHouse, the downstream Kafka or the schema registry is unavailable",
             registry=registry,
         )
+        self.stage_seconds = Counter(
+            "callstream_consumer_stage_seconds_total",
+            "Wall time spent per consumer stage (fetch, decode, parse, normalise, enrich, keys, dedupe, protect, "
+            "encode, lookup, publish, insert, quarantine, commit)",
+            ["stage"], registry=registry,
+        )
+
+    def add_stage_seconds(self, seconds: Mapping[str, float]) -> None:
+        for stage, value in seconds.items():
+            self.stage_seconds.labels(stage).inc(value)

@@ -1,10 +1,13 @@
-"""One batch through the consumer: decode -> normalise -> enrich -> dedupe -> protect -> republish -> load.
+"""One batch through the consumer: ``consumers.prepare`` (decode -> parse -> normalise -> enrich -> keys ->
+dedupe -> protect -> encode), then ``deliver`` (look up stored keys -> insert -> publish -> quarantine).
 
 ``prepare`` is pure CPU work on the polled records; ``deliver`` talks to ClickHouse and Kafka and may
 raise ``StoreUnavailable`` / ``BrokerUnavailable`` (retriable: call it again with the same batch).
-Order inside ``deliver``: look up keys already stored, publish the new rows downstream (once per
-batch), insert them with deterministic tokens, then remember their keys. A crash after the insert
-and before the offset commit is harmless: the redelivered rows are found in the store and dropped.
+Order inside ``deliver``: look up keys already stored, insert the new rows with deterministic tokens
+(a row the store refuses is quarantined with its reason), publish the stored rows downstream (once per
+batch), remember their keys; the runner commits the offsets after that. A crash after the insert and
+before the publish or the commit loses nothing: the redelivered record finds its own rows in the store
+(same notification id) and publishes them; rows stored by another notification are duplicates.
 """
 
 from __future__ import annotations
@@ -12,42 +15,39 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from consumers.decode import Notification, decode_envelope
-from consumers.dedupe import RecentKeys, assign_keys, failure_key, unique_in_batch
+from consumers.dedupe import failure_key, unique_in_batch
 from consumers.downstream import DownstreamProducer
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
-from consumers.normalise import Failure, Normalised, normalise
-from consumers.protect import protect_numbers
-from consumers.republish import Message, messages, republish, schema_topics, to_message
-from core.errors import NormaliseError
+from consumers.normalise import Failure
+from consumers.prepare import Prepared, State, prepare_steps
+from consumers.republish import Message, republish, schema_topics, to_message
 from core.settings import Settings
 from schemas.cloudevents import KafkaHeaders
 from schemas.dead_letter import dead_letter
+from schemas import ROW_TABLES
 from schemas.serde import Serializer
 
-ROW_TABLES = ("cdrs", "call_events", "number_status")
-_STEP = 500  # records or rows between two turns of the event loop in prepare_async
+__all__ = ["ROW_TABLES", "Batch", "Pipeline", "dead_letter_of", "failure_row"]
 
 
 @dataclass
-class Batch:
-    """The rows of one poll, ready to deliver; ``published`` survives retries of ``deliver``."""
+class Batch(Prepared):
+    """A prepared batch being delivered; ``stored``, ``delivered`` (the stored rows, to publish) and
+    ``published`` survive retries of ``deliver``."""
 
-    notifications: list[Notification]
-    tables: dict[str, list[dict[str, Any]]]
-    failures: list[Failure]
-    offsets: dict[Any, int]  # TopicPartition -> next offset to commit
-    received: int
+    stored: bool = False
     published: bool = False
-    messages: dict[str, dict[int, Message]] = field(default_factory=dict)  # table -> dedup_key -> record
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, prepared: Prepared) -> Batch:
+        return cls(**{f.name: getattr(prepared, f.name) for f in fields(Prepared)})
 
 
 def failure_row(f: Failure) -> dict[str, Any]:
@@ -94,8 +94,7 @@ class Pipeline:
         self.metrics = metrics
         self.serializer = serializer if serializer is not None else Serializer(settings)
         self._schemas_registered = self.serializer.registry is None
-        self.recent = RecentKeys(settings.dedup_cache_keys)
-        self.legs = LegTracker()
+        self.state = State.for_settings(settings)
 
     async def register_schemas(self) -> None:
         """Register the downstream and dead-letter schemas under their topics' subjects (once; a no-op
@@ -111,6 +110,10 @@ class Pipeline:
             await asyncio.to_thread(self.serializer.fetch_writers, [rec.value for rec in records])
 
     # --- CPU part ---------------------------------------------------------------------------
+    @property
+    def recent(self) -> Any:
+        return self.state.recent
+
     def prepare(self, records: list[ConsumerRecord]) -> Batch:
         steps = self._prepare(records)
         while True:
@@ -131,110 +134,103 @@ class Pipeline:
             await asyncio.sleep(0)
 
     def _prepare(self, records: list[ConsumerRecord]) -> Generator[None, None, Batch]:
-        notifications: list[Notification] = []
-        out = Normalised()
-        offsets: dict[Any, int] = {}
-        serializer = self.serializer
-        for start in range(0, len(records), _STEP):
-            for rec in records[start:start + _STEP]:
-                tp = (rec.topic, rec.partition)
-                offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
-                try:
-                    notifications.append(decode_envelope(rec.value, rec.topic, rec.partition, rec.offset, serializer))
-                except NormaliseError as exc:
-                    bad = Notification(f"{rec.topic}:{rec.partition}:{rec.offset}", int(time.time() * 1_000_000),
-                                       "", "", "", "", rec.value or b"", rec.topic, rec.partition, rec.offset)
-                    out.failures.append(Failure(bad, -1, "decode", exc.reason, str(exc)))
-            yield
-        for start in range(0, len(notifications), _STEP):
-            normalise(notifications[start:start + _STEP], out)
-            yield
-        settings = self.settings
-        note = Enriched()
-        cdrs, events, statuses = out.cdrs, out.events, out.statuses
-        for row in cdrs:
-            enrich_cdr(row, note)
-        legs = self.legs
-        for row in events:
-            enrich_event(row, note, legs)
-        for row in statuses:
-            enrich_status(row, note)
-        yield
+        encode = self.producer is not None and self.settings.republish
+        prepared = yield from prepare_steps(records, self.settings, self.state, serializer=self.serializer,
+                                            encode=encode)
         m = self.metrics
         m.received.inc(len(records))
-        for name in out.invalid:
+        notes = prepared.notes
+        for name in notes.invalid_values:
             m.invalid_values.labels(name).inc()
-        for name in note.unknown_codes:
+        for name in notes.unknown_codes:
             m.unknown_codes.labels(name).inc()
-        if note.inconsistent_timestamps:
-            m.inconsistent_timestamps.inc(note.inconsistent_timestamps)
-        tables = {"cdrs": cdrs, "call_events": events, "number_status": statuses}
-        encoded: dict[str, dict[int, Message]] = {}
-        encode = self.producer is not None and settings.republish
-        for table, rows in tables.items():
-            assign_keys(table, rows)  # keys and legs use the numbers as received ...
-            rows, in_batch = unique_in_batch(rows)
-            rows, recent = self.recent.split(table, rows)
-            protected: list[dict[str, Any]] = []
-            for start in range(0, len(rows), _STEP):
-                protected += [protect_numbers(r, settings) for r in rows[start:start + _STEP]]  # ... stored/
-                yield  # published protected
-            tables[table] = protected
-            if in_batch + recent:
-                m.discarded.labels("duplicate").inc(in_batch + recent)
-            if encode:  # the downstream records, off the delivery's path
-                encoded[table] = {}
-                for start in range(0, len(protected), _STEP):
-                    encoded[table].update(messages(table, protected[start:start + _STEP]))
-                    yield
-        return Batch(notifications, tables, out.failures, offsets, len(records), messages=encoded)
+        if notes.inconsistent_timestamps:
+            m.inconsistent_timestamps.inc(notes.inconsistent_timestamps)
+        if notes.duplicates:
+            m.discarded.labels("duplicate").inc(notes.duplicates)
+        m.add_stage_seconds(prepared.seconds)
+        return Batch.of(prepared)
 
     # --- I/O part ---------------------------------------------------------------------------
     async def deliver(self, batch: Batch) -> None:
-        """Publish and load the batch; raises retriable errors without losing anything."""
-        sink = self.sink
-        wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
-        stored_by_table = await asyncio.to_thread(sink.existing_keys_by_table, wanted)  # one query
-        new: dict[str, list[dict[str, Any]]] = {}
-        for table in ROW_TABLES:
-            rows = batch.tables[table]
-            stored = stored_by_table.get(table)
-            if stored:
-                rows = [r for r in rows if r["dedup_key"] not in stored]
-                self.metrics.discarded.labels("duplicate").inc(len(batch.tables[table]) - len(rows))
-                batch.tables[table] = rows
-            new[table] = rows
+        """Store, then publish (the runner commits after this returns); raises retriable errors
+        (``StoreUnavailable``, ``BrokerUnavailable``) without losing anything: each step records its
+        progress on the batch, so calling it again repeats only what did not happen."""
+        clock = time.perf_counter
+        if not batch.stored:
+            await self._store(batch)
         if not batch.published:
-            if self.producer is not None and self.settings.republish:
-                await self.register_schemas()
-                outgoing = {t: self._messages(batch, t, rows) for t, rows in new.items()}
-                counts = await republish(self.producer, self.settings, outgoing, self.serializer)
-                for topic, count in counts.items():
-                    self.metrics.sent.labels(topic).inc(count)
-            batch.published = True
-            batch.messages = {}
-        failures = list(batch.failures)
-
-        def load_all() -> dict[str, tuple[int, list[Any]]]:
-            return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
-
-        results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
-        by_id = {n.id: n for n in batch.notifications}
-        for table, (loaded, bad) in results.items():
-            for row, exc in bad:
-                n = by_id.get(row["notification_id"])
-                if n is not None:
-                    failures.append(Failure(n, row["record_index"], "load", exc.reason, str(exc)))
-            self.metrics.loaded.labels(table).inc(loaded)
-            self.recent.add(table, [r["dedup_key"] for r in new[table]])
-            batch.tables[table] = []
-        if failures:
-            await self._quarantine(failures)
+            began = clock()
+            await self._publish(batch)
+            self.metrics.add_stage_seconds({"publish": clock() - began})
+        if batch.failures:
+            began = clock()
+            await self._quarantine(batch.failures)
             batch.failures = []
+            self.metrics.add_stage_seconds({"quarantine": clock() - began})
         now_us = time.time() * 1_000_000
         observe = self.metrics.receipt_to_load.observe
         for n in batch.notifications:
             observe(max(0.0, (now_us - n.received_at_us) / 1_000_000))
+
+    async def _store(self, batch: Batch) -> None:
+        """Insert the rows not stored yet. A key stored by another notification is a duplicate and
+        dropped; a key stored by this very notification (redelivered after a crash or a failed publish
+        between store and publish) is not inserted again but still published. A row the store refuses
+        becomes a failure (quarantined, never published)."""
+        sink = self.sink
+        wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
+        began = time.perf_counter()
+        stored = await asyncio.to_thread(sink.stored_notifications, wanted)  # a retriable error: nothing done
+        self.metrics.add_stage_seconds({"lookup": time.perf_counter() - began})
+        new: dict[str, list[dict[str, Any]]] = {}
+        again: dict[str, list[dict[str, Any]]] = {}
+        for table in ROW_TABLES:
+            rows = batch.tables[table]
+            known = stored.get(table) or {}
+            new[table], again[table] = [], []
+            for row in rows:
+                owner = known.get(row["dedup_key"])
+                if owner is None:
+                    new[table].append(row)
+                elif owner == row["notification_id"]:
+                    again[table].append(row)
+            dropped = len(rows) - len(new[table]) - len(again[table])
+            if dropped:
+                self.metrics.discarded.labels("duplicate").inc(dropped)
+
+        def load_all() -> dict[str, tuple[int, list[Any]]]:
+            return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
+
+        began = time.perf_counter()
+        results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
+        self.metrics.add_stage_seconds({"insert": time.perf_counter() - began})
+        by_id = {n.id: n for n in batch.notifications}
+        for table in ROW_TABLES:
+            loaded, bad = results.get(table, (0, []))
+            refused = {id(row) for row, _ in bad}
+            for row, exc in bad:
+                n = by_id.get(row.get("notification_id", "")) if isinstance(row, dict) else None
+                if n is not None:
+                    batch.failures.append(Failure(n, row.get("record_index", -1), "load", exc.reason, str(exc)))
+            self.metrics.loaded.labels(table).inc(loaded)
+            batch.delivered[table] = again[table] + [r for r in new[table] if id(r) not in refused]
+            batch.tables[table] = []
+        batch.stored = True
+
+    async def _publish(self, batch: Batch) -> None:
+        """Publish the stored rows downstream (once per batch), then remember their keys."""
+        if self.producer is not None and self.settings.republish:
+            await self.register_schemas()
+            outgoing = {t: self._messages(batch, t, rows) for t, rows in batch.delivered.items()}
+            counts = await republish(self.producer, self.settings, outgoing, self.serializer)
+            for topic, count in counts.items():
+                self.metrics.sent.labels(topic).inc(count)
+        for table, rows in batch.delivered.items():
+            self.recent.add(table, [r["dedup_key"] for r in rows])
+        batch.published = True
+        batch.messages = {}
+        batch.delivered = {}
 
     @staticmethod
     def _messages(batch: Batch, table: str, rows: list[dict[str, Any]]) -> list[Message]:

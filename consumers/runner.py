@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from consumers.load import ClickHouseSink, without_dataframes
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Batch, Pipeline
 from core import store
-from core.errors import BrokerUnavailable, CallstreamError, StoreError
+from core.errors import CallstreamError, StoreError
 from core.kafka import consumer_kwargs, ensure_topics
 from core.settings import Settings
 from schemas.migrate import apply_migrations
@@ -50,16 +49,19 @@ async def retry_paused(
 ) -> bool:
     """Run ``attempt`` until it succeeds; on a retriable error count it under ``stage(error)``, pause
     consumption, keep polling (with ``consumer``; without it, only wait: someone else polls) and back
-    off. Poison errors propagate. False if stopped first."""
+    off. Poison errors propagate, and so does an error that has failed its ``max_retries`` times in a row.
+    False if stopped first."""
     backoff = 0.05
     paused: set[TopicPartition] = set()
+    failures = 0
     try:
         while True:
             try:
                 await attempt()
                 return True
             except CallstreamError as exc:
-                if not exc.retriable:
+                failures += 1
+                if not exc.retriable or (exc.max_retries is not None and failures > exc.max_retries):
                     raise
                 metrics.errors.labels(stage(exc)).inc()
                 metrics.paused.set(1)
@@ -288,7 +290,9 @@ async def run_consumer(
         await producer.start()
         try:
             await pipeline.register_schemas()
-        except BrokerUnavailable as exc:  # registered again before the first publish, with backoff
+        except CallstreamError as exc:  # registered again before the first publish, with backoff
+            if not exc.retriable:
+                raise
             log.warning("cannot register the downstream schemas yet: %s", exc)
         await consumer.start()
         try:
@@ -300,23 +304,6 @@ async def run_consumer(
         pipeline.serializer.close()
         if http_server is not None:
             http_server.shutdown()
-
-
-_delivered_batches = 0
-
-
-def _crash_hook() -> None:
-    """Test hook for the chaos suite: ``CALLSTREAM_TEST_CRASH_AFTER_INSERT=N`` ends the process (exit 137,
-    like SIGKILL) after the Nth batch is loaded and before its offsets are committed."""
-    global _delivered_batches
-    limit = os.environ.get("CALLSTREAM_TEST_CRASH_AFTER_INSERT")
-    if not limit:
-        return
-    _delivered_batches += 1
-    if _delivered_batches >= int(limit):
-        log.warning("CALLSTREAM_TEST_CRASH_AFTER_INSERT=%s: exiting after the insert, before the commit", limit)
-        logging.shutdown()
-        os._exit(137)
 
 
 async def _loop(
@@ -336,7 +323,9 @@ async def _loop(
         if not stop.is_set():  # stopping: deliver the prepared batch, poll nothing new
             # with a batch waiting, take only what is already fetched: do not delay its delivery
             timeout_ms = 0 if pending is not None else settings.flush_interval_ms
+            fetched = time.perf_counter()
             polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_events)
+            metrics.add_stage_seconds({"fetch": time.perf_counter() - fetched} if polled else {})  # not idling
             if ready is not None and not ready.is_set() and consumer.assignment():
                 ready.set()
             records = [rec for recs in polled.values() for rec in recs]
@@ -364,21 +353,19 @@ async def _loop(
                 raise
         if not await delivery:
             return  # stopped while the store was down: nothing committed, the batches are redelivered
-        _crash_hook()
+        committing = time.perf_counter()
         if not await commit(consumer, batch):
             continue
+        metrics.add_stage_seconds({"commit": time.perf_counter() - committing})
         metrics.batch_seconds.observe(time.perf_counter() - started)
         _update_lag(consumer, batch, lags, metrics)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """``callstream consume``."""
-    updates: dict[str, Any] = {}
-    if getattr(args, "group", None):
-        updates["consumer_group"] = args.group
-    if getattr(args, "metrics_port", None) is not None:
-        updates["consumer_metrics_port"] = args.metrics_port
-    if updates:
+    given = {"consumer_group": getattr(args, "group", None) or None,
+             "consumer_metrics_port": getattr(args, "metrics_port", None)}
+    if updates := {name: value for name, value in given.items() if value is not None}:
         settings = settings.model_copy(update=updates)
     settings.require_kafka()
 

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.errors import AuthError, BodyTooLarge, BrokerUnavailable, RejectedNotification
+from core.errors import AuthError, BodyTooLarge, BrokerError, BrokerUnavailable, RejectedNotification
 from core.settings import Settings
 from ingest.auth import Authenticator, Identity, check_owner, parse_token
 from ingest.callin import ANSWER_MARGIN_S, CallinRelay
@@ -166,7 +166,7 @@ class NotifyEndpoint:
                 error = await waiter
                 if error is not None:
                     raise BrokerUnavailable(error)
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             self.metrics.error("publish")
             await _answer(send, 503, {"error": exc.reason, "detail": str(exc)}, True)
             return 503
@@ -257,7 +257,7 @@ class NotifyEndpoint:
         )
         try:
             await self.publisher.publish(self.dead_topic, record, None, headers)
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             self.metrics.error("dead_letter")
             await _answer(send, 503, {"error": exc.reason, "detail": str(exc)}, True)
             return 503

@@ -20,42 +20,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from core.errors import ConfigError, RejectedNotification
-from core.settings import Settings
+from core.errors import IpNotAllowed, RateLimited
+from core.settings import Network, Settings, parse_cidrs
 from ingest.quarantine import QuarantineBudget
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class IpNotAllowed(RejectedNotification):
-    status = 403
-    reason = "ip_not_allowed"
-
-
-class RateLimited(RejectedNotification):
-    status = 429
-    reason = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-def parse_cidrs(text: str) -> list[Network]:
-    """``"10.0.0.0/8, 2001:db8::/32, 192.0.2.7"`` -> networks; a bad entry is a ``ConfigError``."""
-    networks: list[Network] = []
-    for item in text.replace("\n", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError as exc:
-            raise ConfigError(
-                f"bad CALLSTREAM_EDGE_ALLOW_CIDRS entry {item!r}: "
-                "write CIDRs such as 203.0.113.0/24, comma-separated"
-            ) from exc
-    return networks
+__all__ = ["AppRateLimiter", "EdgeGuard", "IPAllowlist", "IpNotAllowed", "QuarantineBudget", "RateLimited",
+           "is_loopback", "parse_cidrs"]
 
 
 class IPAllowlist:
@@ -66,7 +36,7 @@ class IPAllowlist:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IPAllowlist | None:
-        networks = parse_cidrs(settings.edge_allow_cidrs)
+        networks = list(settings.edge_allow_cidrs)
         return cls(networks) if networks else None
 
     def allows(self, host: str) -> bool:

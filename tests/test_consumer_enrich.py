@@ -90,14 +90,16 @@ def test_failure_only_in_teardown_and_sip_with_q850_zero() -> None:
     assert cdr["ul_fail_reason_desc"].startswith("SIP 404 Not Found")
 
 
-def test_inconsistent_timestamps_clamp_and_count() -> None:
+def test_inconsistent_timestamps_are_no_samples_and_count() -> None:
     row = {"sessionId": "s", "callOutStartTime": "2024-03-12 02:15:10", "callOutAlertingTime": "2024-03-12 02:15:04",
            "callOutAnswerTime": "2024-03-12 02:15:20", "callEndTime": "2024-03-12 02:15:00"}
     n = Notification("n", 0, "voice", "/", "", "a", __import__("json").dumps({"eventType": "fee", "feeLst": [row]}).encode())
     cdr = normalise([n]).cdrs[0]
     note = Enriched()
     enrich_cdr(cdr, note)
-    assert cdr["talk_seconds"] == 0 and cdr["setup_seconds"] == 0 and cdr["ring_seconds"] == 16
+    # alerting before the leg start and an end before the answer: no setup sample, no PDD sample
+    assert cdr["talk_seconds"] == 0 and cdr["setup_seconds"] is None and cdr["ring_seconds"] == 16
+    assert cdr["pdd_ms"] is None
     assert note.inconsistent_timestamps == 2
 
 

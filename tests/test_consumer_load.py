@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from consumers.load import ClickHouseSink, classify_store_error
 from core import store
-from core.errors import StoreRejected, StoreUnavailable
+from core.errors import StoreFailed, StoreRejected, StoreUnavailable
 from core.settings import Settings
 from schemas.migrate import apply_migrations
 
@@ -37,6 +37,9 @@ def test_classification_of_real_errors(settings: Settings) -> None:
     assert isinstance(classify_store_error(OperationalError("connection refused")), StoreUnavailable)
     assert isinstance(classify_store_error(TypeError("bad value")), StoreRejected)
     assert StoreUnavailable.retriable and not StoreRejected.retriable
+    unknown = classify_store_error(RuntimeError("a bug in the loader"))
+    assert isinstance(unknown, StoreFailed) and unknown.retriable and unknown.max_retries == 5
+    assert isinstance(classify_store_error(DatabaseError("no code in this text")), StoreFailed)
 
 
 def test_lookup_token_and_poison_isolation(settings: Settings) -> None:

@@ -18,9 +18,6 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from core.broker import free_port
 
-pytest.importorskip("consumers.runner", reason="the consumer (consumers/runner.py) has not landed yet")
-pytest.importorskip("ingest.server", reason="the edge (ingest/server.py) has not landed yet")
-
 CLI = [sys.executable, "-m", "callstream.cli"]
 
 
