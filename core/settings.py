@@ -185,6 +185,20 @@ class Settings(BaseSettings):
         default=(), description="comma-separated CIDRs allowed to push; empty = all")
     rate_limit_per_app_per_s: float = 0.0
     metrics_public: bool = False
+    # refused pushes stored on the dead-letter topic: token buckets of bytes per source address and in total
+    quarantine_source_bytes_per_s: float = 16 * 1024
+    quarantine_source_burst_bytes: int = 4 * 1024 * 1024
+    quarantine_total_bytes_per_s: float = 256 * 1024
+    quarantine_total_burst_bytes: int = 32 * 1024 * 1024
+
+    # --- X-mode callin (Block mode): relay to the customer's call-control app ----------------------
+    callin_upstream_url: str = Field(
+        default="", description="http(s) URL of the call-control app; empty = answer callin like any push"
+    )
+    callin_deadline_s: float = 2.0
+    callin_fallback: str = Field(
+        default="", description="JSON object answered (200) when the upstream misses the deadline or fails"
+    )
 
     @field_validator("edge_allow_cidrs", mode="before")
     @classmethod

@@ -1,8 +1,9 @@
-"""Edge guards: source-IP allowlist, per-app rate limit, loopback-only metrics.
+"""Edge guards: source-IP allowlist, per-app rate limit, quarantine budget, loopback-only metrics.
 
 Small pieces the notify endpoint calls in order: ``IPAllowlist.check(host)`` before anything else
 (403 ``ip_not_allowed``), ``AppRateLimiter.check(app_key)`` after the signature is verified (429
 ``rate_limited`` with ``Retry-After``) — so a forged header cannot spend a genuine app's budget — and
+``QuarantineBudget.admit(host, size)`` (ingest/quarantine.py) before a refusal is stored, and
 ``metrics_allowed(host, settings)`` for ``/metrics`` (404 to non-loopback clients unless
 ``metrics_public``). Refusals are ``RejectedNotification``s, quarantined and counted like the others.
 
@@ -21,8 +22,11 @@ from collections.abc import Callable
 
 from core.errors import IpNotAllowed, RateLimited
 from core.settings import Network, Settings, parse_cidrs
+from ingest.quarantine import QuarantineBudget
 
-__all__ = ["AppRateLimiter", "IPAllowlist", "IpNotAllowed", "RateLimited", "is_loopback", "parse_cidrs"]
+__all__ = ["AppRateLimiter", "EdgeGuard", "IPAllowlist", "IpNotAllowed", "QuarantineBudget", "RateLimited",
+           "is_loopback", "parse_cidrs"]
+
 
 class IPAllowlist:
     """Source addresses allowed to push; an empty list allows every address."""
@@ -119,13 +123,23 @@ def metrics_allowed(host: str, settings: Settings) -> bool:
 class EdgeGuard:
     """The guards one edge app shares across its endpoints (``None`` where the setting is off)."""
 
-    def __init__(self, allowlist: IPAllowlist | None, limiter: AppRateLimiter | None) -> None:
+    def __init__(
+        self,
+        allowlist: IPAllowlist | None,
+        limiter: AppRateLimiter | None,
+        quarantine: QuarantineBudget | None = None,
+    ) -> None:
         self.allowlist = allowlist
         self.limiter = limiter
+        self.quarantine = quarantine  # None: every refusal is stored
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EdgeGuard:
-        return cls(IPAllowlist.from_settings(settings), AppRateLimiter.from_settings(settings))
+        return cls(
+            IPAllowlist.from_settings(settings),
+            AppRateLimiter.from_settings(settings),
+            QuarantineBudget.from_settings(settings),
+        )
 
 
 def receipt_host(client: tuple[str, int] | list[object] | None) -> str:
