@@ -7,6 +7,7 @@
     │   ├── AuthError               401: missing/invalid signature, skew, replayed nonce
     │   ├── BodyTooLarge            413
     │   ├── BadNotification         400/422: not JSON, not an object, unknown eventType …
+    │   ├── AppKeyMismatch          403: the body names an appKey other than the signer's
     │   ├── IpNotAllowed            403: the client address is outside CALLSTREAM_EDGE_ALLOW_CIDRS
     │   └── RateLimited             429: the app sent more than its rate; ``retry_after_s``
     ├── ClientDisconnected          the HTTP client went away before sending the whole body
@@ -71,6 +72,13 @@ class BodyTooLarge(RejectedNotification):
 class BadNotification(RejectedNotification):
     status = 400
     reason = "malformed"
+
+
+class AppKeyMismatch(RejectedNotification):
+    """The body names an appKey other than the signer's."""
+
+    status = 403
+    reason = "app_key_mismatch"
 
 
 class IpNotAllowed(RejectedNotification):
