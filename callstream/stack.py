@@ -29,7 +29,7 @@ import uvicorn
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from callstream import query_server
+from callstream import dashboard, query_server
 from consumers.numbers import PEPPER_FILE, ensure_pepper_file
 from consumers.runner import run_consumer
 from core import store
@@ -112,6 +112,7 @@ def console_text(settings: Settings, info: dict[str, Any], dev_key: tuple[str, s
         lines.append(f"                   appKey={dev_key[0]} secret={dev_key[1]}")
     lines += [
         f"SQL endpoint     : {info['query_url']}  (ClickHouse HTTP, read-only; `callstream sql \"SELECT ...\"`)",
+        f"Dashboard        : {info['dashboard_url'] or 'off (served with the embedded store only)'}",
         f"Metrics          : edge {edge}/metrics, consumer {info['metrics_url'] or 'off'}",
         f"Kafka            : {info['kafka_bootstrap']}{' (embedded, memory-only)' if info['embedded_broker'] else ''}",
         f"Data dir         : {settings.data_dir}",
@@ -202,19 +203,21 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
         client = await asyncio.to_thread(store.connect, settings)
         await asyncio.to_thread(apply_migrations, settings, client)
 
-        query_url = ""
+        query_url = dashboard_url = ""
+        consumer_registry = CollectorRegistry()
         if settings.clickhouse_is_embedded:
             config = uvicorn.Config(
-                query_server.create_app(settings, client),
+                query_server.create_app(settings, client, dashboard.routes(settings, client, consumer_registry)),
                 host=settings.query_host, port=settings.query_port, log_level="warning", lifespan="off",
             )
             query = _EmbeddedServer(config)
             query_task = asyncio.create_task(query.serve())
             await asyncio.to_thread(wait_for_port, _loopback(settings.query_host), settings.query_port, 15)
             query_url = f"http://{_loopback(settings.query_host)}:{settings.query_port}/"
+            dashboard_url = f"{query_url}dashboard/"
 
         ready = asyncio.Event()
-        consumer_registry, broker_lost = CollectorRegistry(), asyncio.Event()
+        broker_lost = asyncio.Event()
         consumer_task = asyncio.create_task(run_consumer(settings, consumer_stop, ready=ready,
                                                          registry=consumer_registry, broker_lost=broker_lost))
         edge = _start_edge(settings, data_dir / "edge.log")
@@ -240,6 +243,7 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
             "pid": os.getpid(),
             "edge_url": f"http://{edge_host}:{settings.edge_port}",
             "query_url": query_url,
+            "dashboard_url": dashboard_url,
             "metrics_url": f"http://127.0.0.1:{metrics}/metrics" if metrics else "",
             "edge_metrics_url": f"http://{edge_host}:{settings.edge_port}/metrics",
             "kafka_bootstrap": settings.kafka_bootstrap,
