@@ -51,6 +51,7 @@ class Chromium:
         self.socket: ClientConnection | None = None
         self._ids = itertools.count(1)
         self.console: list[str] = []
+        self.requests: list[str] = []  # every URL the page asked for (Network.requestWillBeSent)
 
     async def __aenter__(self) -> Chromium:
         self.profile.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,7 @@ class Chromium:
             self.socket = await connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024)
             await self.call("Page.enable")
             await self.call("Runtime.enable")
+            await self.call("Network.enable")
             await self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
                             deviceScaleFactor=1, mobile=False)
         except BaseException:
@@ -111,6 +113,8 @@ class Chromium:
             if message.get("method") == "Runtime.consoleAPICalled":
                 args = message["params"].get("args", [])
                 self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
+            elif message.get("method") == "Network.requestWillBeSent":
+                self.requests.append(message["params"]["request"]["url"])
             elif message.get("method") == "Runtime.exceptionThrown":
                 self.console.append("exception: " + json.dumps(message["params"].get("exceptionDetails", {})))
             if message.get("id") == call_id:
