@@ -63,13 +63,9 @@ def calls_sql(db: str, day: date) -> dict[str, str]:
     """The SQL of every section of ``/dashboard/api/calls`` for one UTC day."""
     start = f"toDateTime('{day.isoformat()} 00:00:00', 'UTC')"
     return {
-        "daily": (
-            "SELECT app_key, service, attempts, answered, failed, asr, ner, acd_seconds, pdd_p50_seconds, "
-            f"pdd_p95_seconds FROM {db}.kpi_daily WHERE day = '{day.isoformat()}' ORDER BY app_key, service"
-        ),
+        "daily": f"SELECT * FROM {db}.kpi_daily WHERE day = '{day.isoformat()}' ORDER BY app_key, service",
         "hourly": (
-            "SELECT hour, app_key, service, attempts, answered, asr, ner, acd_seconds, pdd_p50_seconds, "
-            f"pdd_p95_seconds FROM {db}.kpi_hourly WHERE hour >= {start} AND hour < {start} + INTERVAL 1 DAY "
+            f"SELECT * FROM {db}.kpi_hourly WHERE hour >= {start} AND hour < {start} + INTERVAL 1 DAY "
             "ORDER BY hour, app_key, service"
         ),
         "causes": (

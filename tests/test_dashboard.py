@@ -118,13 +118,10 @@ def test_calls_sections_equal_callstream_sql(stack: Running) -> None:
     assert latest["latest_day"] == day
     data = stack.get("api/calls", day=day)
     assert sum(int(r["attempts"]) for r in data["daily"]) == CALLS
-    assert data["daily"] == stack.sql(
-        "SELECT app_key, service, attempts, answered, failed, asr, ner, acd_seconds, pdd_p50_seconds, "
-        f"pdd_p95_seconds FROM callstream.kpi_daily WHERE day = toDate('{day}') ORDER BY app_key, service"
-    )
+    daily = stack.sql(f"SELECT * FROM callstream.kpi_daily WHERE day = toDate('{day}') ORDER BY app_key, service")
+    assert data["daily"] == daily and {"asr", "ner", "acd_seconds", "pdd_p50_seconds", "pdd_p95_seconds"} <= set(daily[0])
     assert data["hourly"] == stack.sql(
-        "SELECT hour, app_key, service, attempts, answered, asr, ner, acd_seconds, pdd_p50_seconds, "
-        f"pdd_p95_seconds FROM callstream.kpi_hourly WHERE toDate(hour) = '{day}' ORDER BY hour, app_key, service"
+        f"SELECT * FROM callstream.kpi_hourly WHERE toDate(hour) = '{day}' ORDER BY hour, app_key, service"
     )
     causes = stack.sql(
         "SELECT failure_category, failure_reason, sum(calls) AS calls, max(user_caused) AS user_caused "

@@ -139,7 +139,10 @@ function renderCalls(data) {
   $("day").value = data.day;
   $("day-note").textContent = data.latest_day ? `latest day with calls: ${data.latest_day}` : "no calls stored yet";
   const appData = (r) => ({ app: r.app_key, service: r.service });
-  fillTable($("kpi-daily"), [...APP_COLUMNS, ...KPI_COLUMNS], data.daily,
+  // platform refusals (frequency control, blacklist) sit outside ASR/NER where the views count them apart
+  const refused = data.daily.some((r) => "refused" in r) ?
+    [{ key: "refused", title: "refused", num: true, format: fmt.count }] : [];
+  fillTable($("kpi-daily"), [...APP_COLUMNS, ...KPI_COLUMNS.slice(0, 1), ...refused, ...KPI_COLUMNS.slice(1)], data.daily,
     { empty: "no calls on this day", rowData: appData });
   fillTable($("kpi-hourly"), [{ key: "hour", title: "hour (UTC)", format: (v) => String(v).slice(11, 16) },
     ...APP_COLUMNS, ...KPI_COLUMNS], data.hourly,
@@ -223,7 +226,7 @@ async function loadCalls() {
 }
 
 async function pollCalls() {
-  await loadCalls();
+  if (!document.hidden || !document.body.dataset.calls) await loadCalls();  // a hidden tab costs the store nothing
   setTimeout(pollCalls, CALLS_EVERY_MS);
 }
 
