@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="data dir of the embedded store")
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default PrettyCompact)")
 
+    # --- top: the dashboard in the terminal ----------------------------------------------------
+    p = command("top", "callstream.top:main", "Show the dashboard's live figures and KPIs of a running `up`.")
+    p.add_argument("--data-dir", default=None, help="data dir of the running `up` (default ./callstream-data)")
+    p.add_argument("--day", default=None, help="UTC day of the KPIs, YYYY-MM-DD (default: the latest with calls)")
+    p.add_argument("--every-s", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    p.add_argument("--once", action="store_true", help="print one screen and exit")
+
     # --- bench ---------------------------------------------------------------------------------
     p = command("bench", "callstream.bench_cmd:main", "Run the benchmarks and print figures against their baselines.")
     p.add_argument("names", nargs="*", help="edge, consumer, e2e, scaling, storage (default: all)")

@@ -251,3 +251,19 @@ def test_page_in_headless_chromium_shows_the_kpis_sql_returns(stack: Running, tm
     assert timeline >= 2
     shot = tmp_path / "dashboard.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_top_prints_the_same_kpis_in_the_terminal(stack: Running) -> None:
+    day = stack.get("api/calls")["day"]
+    out = _cli(["top", "--once", "--data-dir", str(stack.data_dir), "--day", day], 60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for row in stack.sql(f"SELECT * FROM callstream.kpi_daily WHERE day = '{day}'"):
+        cells = [row["app_key"], row["service"], str(row["attempts"]), str(row["answered"]), _pct(row["asr"]),
+                 _pct(row["ner"]), _secs(row["acd_seconds"]), _secs(row["pdd_p50_seconds"]),
+                 _secs(row["pdd_p95_seconds"])]
+        assert any(re.split(r"\s{2,}", line.strip()) == cells for line in lines), cells
+    live = stack.get("api/live")
+    assert f"answers: 200 {int(live['edge']['answers']['200'])}" in out.stdout
+    gone = _cli(["top", "--once", "--data-dir", str(stack.data_dir / "elsewhere")], 60)
+    assert gone.returncode == 2 and "no running `callstream up`" in gone.stderr
