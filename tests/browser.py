@@ -55,6 +55,7 @@ class Chromium:
 
     async def __aenter__(self) -> Chromium:
         self.profile.mkdir(parents=True, exist_ok=True)
+        (self.profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile names an old port
         log = open(self.profile.parent / "chromium.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [self.binary, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={self.width},{self.height}",
@@ -67,7 +68,9 @@ class Chromium:
             async with httpx.AsyncClient() as client:
                 pages = (await client.get(f"http://127.0.0.1:{port}/json/list", timeout=10)).json()
             page = next(p for p in pages if p.get("type") == "page")
-            self.socket = await connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024)
+            # loopback: no keepalive pings; events queue unbounded while a test waits without reading
+            self.socket = await connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, ping_interval=None,
+                                        max_queue=None)
             await self.call("Page.enable")
             await self.call("Runtime.enable")
             await self.call("Network.enable")

@@ -4,7 +4,7 @@
 
 const Charts = (() => {
   const NS = "http://www.w3.org/2000/svg";
-  const H = 170, LEFT = 44, RIGHT = 44, TOP = 8, BOTTOM = 34;
+  const H = 170, LEFT = 44, RIGHT = 44, TOP = 8, BOTTOM = 40;
   let W = 600;
   const PALETTE = ["#4a78c2", "#2e8b57", "#d68910", "#c0392b", "#8e44ad", "#16a085", "#7f8c8d", "#d35400"];
 
@@ -44,13 +44,25 @@ const Charts = (() => {
   }
 
   function legend(svg, names) {
-    let x = LEFT;
+    let x = LEFT, y = H - 14;
     names.forEach((name, i) => {
-      node("rect", { x, y: H - 12, width: 10, height: 8, fill: PALETTE[i % PALETTE.length] }, svg);
-      const label = node("text", { x: x + 13, y: H - 4 }, svg, name);
-      x += 22 + 6 * name.length;
-      return label;
+      const width = 22 + 6 * name.length;
+      if (x + width > W && x > LEFT) { x = LEFT; y += 11; }  // wrap onto a second line
+      node("rect", { x, y: y - 7, width: 10, height: 8, fill: PALETTE[i % PALETTE.length] }, svg);
+      node("text", { x: x + 13, y }, svg, name);
+      x += width;
     });
+  }
+
+  // consecutive points further apart than GAP_S seconds are not joined: nobody sampled in between
+  const GAP_S = 10;
+  function segments(points) {
+    const out = [];
+    for (const p of points) {
+      if (!out.length || p[0] - out[out.length - 1].at(-1)[0] > GAP_S) out.push([]);
+      out[out.length - 1].push(p);
+    }
+    return out;
   }
 
   function empty(svg, message) {
@@ -71,11 +83,12 @@ const Charts = (() => {
     node("text", { x: W - RIGHT, y: H - BOTTOM + 12, "text-anchor": "end" }, svg, new Date(t1 * 1000).toLocaleTimeString());
     series.forEach((s, i) => {
       const pts = s.points.filter((p) => p[1] !== null && p[1] !== undefined);
-      if (!pts.length) return;
-      node("polyline", {
-        points: pts.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "),
-        fill: "none", stroke: PALETTE[i % PALETTE.length], "stroke-width": 1.6,
-      }, svg);
+      for (const part of segments(pts)) {
+        node("polyline", {
+          points: part.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "),
+          fill: "none", stroke: PALETTE[i % PALETTE.length], "stroke-width": 1.6,
+        }, svg);
+      }
     });
     legend(svg, series.map((s) => s.name));
   }
@@ -100,12 +113,18 @@ const Charts = (() => {
         node("text", { x: bx + slot * 0.35, y: H - BOTTOM + 12, "text-anchor": "middle" }, svg, b.label);
       }
     });
-    const pts = ratio.map((v, i) => (v === null ? null : [LEFT + (i + 0.5) * slot, yr(v)])).filter(Boolean);
-    if (pts.length) {
-      node("polyline", { points: pts.map((p) => p.map((n) => n.toFixed(1)).join(",")).join(" "),
-        fill: "none", stroke: PALETTE[1], "stroke-width": 2 }, svg);
-      pts.forEach((p) => node("circle", { cx: p[0], cy: p[1], r: 2.5, fill: PALETTE[1] }, svg));
+    // the ratio line joins neighbouring slots only: an hour without calls breaks it
+    const pts = ratio.map((v, i) => (v === null ? null : [i, LEFT + (i + 0.5) * slot, yr(v)])).filter(Boolean);
+    const runs = [];
+    for (const p of pts) {
+      if (!runs.length || p[0] !== runs[runs.length - 1].at(-1)[0] + 1) runs.push([]);
+      runs[runs.length - 1].push(p);
     }
+    for (const run of runs) {
+      node("polyline", { points: run.map((p) => `${p[1].toFixed(1)},${p[2].toFixed(1)}`).join(" "),
+        fill: "none", stroke: PALETTE[1], "stroke-width": 2 }, svg);
+    }
+    pts.forEach((p) => node("circle", { cx: p[1], cy: p[2], r: 2.5, fill: PALETTE[1] }, svg));
     legend(svg, names);
   }
 

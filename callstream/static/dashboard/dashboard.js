@@ -15,6 +15,8 @@ const fmt = {
   ms: (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(1) + " ms"),
   rate: (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(1)),
   text: (v) => (v === null || v === undefined || v === "" ? "–" : String(v)),
+  // a keyed hash (h: + 32 hex) shown by its first 8 hex digits; the cell's title keeps the whole value
+  hashed: (v) => (v === null || v === undefined || v === "" ? "–" : String(v).replace(/h:([0-9a-f]{8})[0-9a-f]{24}/g, "h:$1…")),
 };
 
 async function getJSON(path) {
@@ -91,6 +93,9 @@ function renderLive(live) {
   $("row-window").textContent = `last minute: ${fmt.ms(row.p50_window)} / ${fmt.ms(row.p99_window)}`;
 
   const kinds = Object.keys(edge.pushes).sort();
+  const services = [...new Set(kinds.map((k) => k.split("/")[0]))];
+  const byService = (p, service) => kinds.filter((k) => k.startsWith(service + "/"))
+    .reduce((total, k) => total + (p.pushes_per_s[k] || 0), 0);
   const rate = (k) => (last ? last.pushes_per_s[k] || 0 : null);
   fillTable($("pushes"), [
     { key: "kind", title: "service / kind" },
@@ -111,7 +116,7 @@ function renderLive(live) {
 
   const history = live.history;
   const series = (pick) => history.map((p) => [p.t, pick(p)]);
-  Charts.lines($("chart-pushes"), kinds.map((k) => ({ name: k, points: series((p) => p.pushes_per_s[k] || 0) })), "/s");
+  Charts.lines($("chart-pushes"), services.map((svc) => ({ name: svc, points: series((p) => byService(p, svc)) })), "/s");
   Charts.lines($("chart-answers"), ["200", "4xx", "503"].map((c) => ({
     name: c, points: series((p) => p.answers_per_s[c] || 0) })), "/s");
   Charts.lines($("chart-ack"), [
@@ -181,8 +186,7 @@ function renderCalls(data) {
     { key: "call_time", title: "time (UTC)", format: (v) => String(v).slice(11, 19) },
     { key: "service_type", title: "type" },
     { key: "is_answered", title: "outcome", format: (v, r) => (Number(v) ? `answered ${r.talk_seconds} s` : r.failure_reason) },
-    { key: "session_id", title: "session", format: (v) => (String(v).length > 34 ? String(v).slice(0, 34) + "…" : v),
-      title_attr: true },
+    { key: "session_id", title: "session", format: fmt.hashed, title_attr: true },
   ], data.calls, { empty: "no calls on this day", onClick: (r) => showTimeline(r.session_id) });
   $("sql").textContent = Object.entries(data.sql).map(([k, v]) => `-- ${k}\n${v}`).join("\n\n");
   $("calls-error").hidden = true;
@@ -193,11 +197,13 @@ async function showTimeline(sessionId) {
   state.session = sessionId;
   try {
     const data = await getJSON("api/timeline?session_id=" + encodeURIComponent(sessionId));
-    $("timeline-title").textContent = `Timeline of ${data.session_id}`;
+    $("timeline-title").textContent = `Timeline of ${fmt.hashed(data.session_id)}`;
+    $("timeline-title").title = data.session_id;
     fillTable($("timeline"), [
       { key: "time", title: "time (UTC)", format: (v) => String(v).slice(11, 23) },
       { key: "source", title: "source" }, { key: "kind", title: "kind" }, { key: "leg", title: "leg" },
-      { key: "caller", title: "caller" }, { key: "called", title: "called" },
+      { key: "caller", title: "caller", format: fmt.hashed, title_attr: true },
+      { key: "called", title: "called", format: fmt.hashed, title_attr: true },
       { key: "code", title: "code" }, { key: "detail", title: "detail" },
     ], data.rows, { empty: "no such call in the store" });
     document.body.dataset.timeline = String(data.rows.length);
