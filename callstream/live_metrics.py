@@ -12,7 +12,6 @@ Prometheus' ``rate()`` and ``histogram_quantile()`` do (linear interpolation ins
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import time
 from collections import deque
@@ -44,6 +43,7 @@ class Sample:
     edge_up: bool
     consumer_up: bool
     values: dict[tuple[str, Labels], float] = field(default_factory=dict)
+    point: dict[str, Any] | None = None  # the chart point against the sample before (see ``point``)
 
     def select(self, name: str, **match: str) -> list[tuple[dict[str, str], float]]:
         """The series of ``name`` whose labels include ``match``."""
@@ -142,13 +142,15 @@ class LiveSampler:
         self.consumer_registry = consumer_registry
         self.samples: deque[Sample] = deque()
         self._lock = asyncio.Lock()
+        self._client: httpx.AsyncClient | None = None  # one connection pool (and TLS context) for every scrape
 
     async def scrape(self) -> Sample:
         values: dict[tuple[str, Labels], float] = {}
         edge_up = False
         try:
-            async with httpx.AsyncClient(timeout=2.0, verify=False) as client:  # loopback, own certificate
-                response = await client.get(self.edge_url)
+            if self._client is None:
+                self._client = httpx.AsyncClient(timeout=2.0, verify=False)  # loopback, the edge's own certificate
+            response = await self._client.get(self.edge_url)
             if response.status_code == 200:
                 _read(text_string_to_metric_families(response.text), values)
                 edge_up = True
@@ -164,6 +166,8 @@ class LiveSampler:
             if self.samples and time.time() - self.samples[-1].at < MIN_SAMPLE_INTERVAL_S:
                 return self.samples[-1]
             current = await self.scrape()
+            if self.samples:
+                current.point = point(self.samples[-1], current)
             self.samples.append(current)
             while self.samples and current.at - self.samples[0].at > HISTORY_S:
                 self.samples.popleft()
@@ -221,30 +225,29 @@ class LiveSampler:
         }
 
     def history(self) -> list[dict[str, Any]]:
-        """One point per pair of consecutive samples: per-second rates between them, plus the lag."""
-        points = []
-        samples = list(self.samples)
-        for old, new in itertools.pairwise(samples):
-            span = new.at - old.at
-            if span <= 0:
-                continue
-            before, after = _pushes(old), _pushes(new)
-            answers_old, answers_new = _answers(old), _answers(new)
-            ack = _delta(new.buckets("callstream_edge_request_duration_seconds", _is_ack),
-                         old.buckets("callstream_edge_request_duration_seconds", _is_ack))
-            points.append({
-                "t": round(new.at, 3),
-                "pushes_per_s": {k: round(max(0.0, v - before.get(k, 0.0)) / span, 3) for k, v in after.items()},
-                "answers_per_s": {
-                    k: round(max(0.0, v - answers_old.get(k, 0.0)) / span, 3) for k, v in answers_new.items()
-                },
-                "ack_p50_ms": _ms(histogram_quantile(0.5, ack)),
-                "ack_p99_ms": _ms(histogram_quantile(0.99, ack)),
-                "lag": new.total("callstream_consumer_lag_events"),
-                "rows_per_s": round(max(0.0, new.total("callstream_consumer_loaded_events_total")
-                                        - old.total("callstream_consumer_loaded_events_total")) / span, 3),
-            })
-        return points
+        """One point per pair of consecutive samples kept (computed once, when the newer one was taken)."""
+        return [s.point for s in self.samples if s.point is not None]
+
+
+def point(old: Sample, new: Sample) -> dict[str, Any] | None:
+    """Per-second rates between two samples, the latency quantiles of the answers in between, and the lag."""
+    span = new.at - old.at
+    if span <= 0:
+        return None
+    before, after = _pushes(old), _pushes(new)
+    answers_old, answers_new = _answers(old), _answers(new)
+    ack = _delta(new.buckets("callstream_edge_request_duration_seconds", _is_ack),
+                 old.buckets("callstream_edge_request_duration_seconds", _is_ack))
+    loaded = new.total("callstream_consumer_loaded_events_total") - old.total("callstream_consumer_loaded_events_total")
+    return {
+        "t": round(new.at, 3),
+        "pushes_per_s": {k: round(max(0.0, v - before.get(k, 0.0)) / span, 3) for k, v in after.items()},
+        "answers_per_s": {k: round(max(0.0, v - answers_old.get(k, 0.0)) / span, 3) for k, v in answers_new.items()},
+        "ack_p50_ms": _ms(histogram_quantile(0.5, ack)),
+        "ack_p99_ms": _ms(histogram_quantile(0.99, ack)),
+        "lag": new.total("callstream_consumer_lag_events"),
+        "rows_per_s": round(max(0.0, loaded) / span, 3),
+    }
 
 
 def _pushes(sample: Sample) -> dict[str, float]:
