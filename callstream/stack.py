@@ -250,7 +250,9 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
                 log.error("the edge exited with code %s; stopping the stack (see %s)", edge.returncode,
                           data_dir / "edge.log")
                 break
-            await asyncio.to_thread(guard.check)
+            problem = await asyncio.to_thread(guard.check)
+            if broker is not None:
+                broker.hold(bool(problem))
             if broker is not None and not stop.is_set():
                 restarted = await broker.watch(consumer_registry, stop, broker_lost)
                 if restarted is False:

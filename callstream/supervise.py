@@ -7,8 +7,9 @@ same ports; nothing acknowledged is lost, the consumer resumes from its committe
 the new logs from the beginning.
 
 Before anything starts, :func:`refuse_taken_ports` turns a port in use into one line naming its flag.
-:class:`DataDirGuard` logs, once per change, when the data dir runs out of space or turns read-only
-(the object store then refuses writes and the edge answers 503).
+:class:`DataDirGuard` logs, once per change, when the data dir runs low on space or turns read-only; while
+it does, the durable broker is paused (SIGSTOP), so the edge's writes time out and it answers 503: no
+``200`` is given for a push the disk may not keep. The broker resumes (SIGCONT) once the dir is fine.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -81,9 +83,9 @@ class DataDirGuard:
                 problem = f"the data dir {self.data_dir} cannot be written ({exc.strerror})"
             else:
                 raise
-        if problem and problem != self.problem:
-            log.error("%s: the broker cannot store pushes, so the edge answers 503 and nothing is acknowledged "
-                      "until space is freed / the dir is writable again", problem)
+        if problem and not self.problem:
+            log.error("%s: the broker is paused, so the edge answers 503 and nothing is acknowledged until space "
+                      "is freed / the dir is writable again", problem)
         elif self.problem and not problem:
             log.warning("the data dir %s is writable again with enough free space", self.data_dir)
         self.problem = problem
@@ -100,12 +102,12 @@ class EmbeddedKafka:
         storage = None
         if settings.broker == "durable":
             self.store = ObjectStore(data_dir / "objectstore", settings.object_store_port or None,
-                                     log_path=data_dir / "objectstore.log",
-                                     min_free_space=f"{settings.data_dir_min_free_mb}MiB")
+                                     log_path=data_dir / "objectstore.log")
             storage = DurableStorage(self.store)
         self.broker = EmbeddedBroker(settings.broker_port or None, log_path=data_dir / "broker.log", storage=storage)
         self.restarts = {"broker": 0, "object_store": 0}
         self.edge_pid: int | None = None
+        self.paused = False
 
     @property
     def durable(self) -> bool:
@@ -145,7 +147,16 @@ class EmbeddedKafka:
         self.edge_pid = edge_pid
         self._record()
 
+    def hold(self, paused: bool) -> None:
+        """Pause (SIGSTOP) or resume (SIGCONT) the durable broker; a memory broker keeps nothing on disk."""
+        pid = self.broker.pid
+        if self.store is None or paused == self.paused or pid is None or not self.broker.running:
+            return
+        os.killpg(pid, signal.SIGSTOP if paused else signal.SIGCONT)
+        self.paused = paused
+
     async def stop(self) -> None:
+        self.hold(False)
         await asyncio.to_thread(self.broker.stop)
         if self.store is not None:  # crash-safe: a store that does not stop in 3 s is killed
             await asyncio.to_thread(self.store.stop, 3.0)
@@ -164,6 +175,7 @@ class EmbeddedKafka:
                 return True
         if self.broker.running:
             return None
+        self.paused = False
         if self.store is None:
             lag = consumer_registry.get_sample_value("callstream_consumer_lag_events")
             log.error(

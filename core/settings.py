@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     broker_port: int = Field(default=0, description="embedded broker port; 0 = pick a free one")
     object_store_port: int = Field(default=0, description="S3 port of the embedded object store; 0 = pick a free one")
     data_dir_min_free_mb: int = Field(
-        default=256, description="below this free space the object store turns read-only and the edge answers 503"
+        default=256, description="below this free space in data_dir `up` pauses its durable broker: the edge answers 503"
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"

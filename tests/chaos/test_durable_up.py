@@ -194,3 +194,31 @@ def test_orphans_of_a_killed_up_are_stopped(tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait(5)
+
+
+def test_full_data_dir_answers_503_never_200(tmp_path: Path) -> None:
+    """Below the free-space floor `up` says so in its log and pauses the broker: pushes get 503, not 200."""
+    up = UpProcess(tmp_path / "data", env={"CALLSTREAM_DATA_DIR_MIN_FREE_MB": str(10**12)})
+    try:
+        up.start()
+        deadline = time.monotonic() + 30
+        while "CALLSTREAM_DATA_DIR_MIN_FREE_MB" not in up.log():
+            assert time.monotonic() < deadline, up.log()
+            time.sleep(0.1)
+        line = next(x for x in up.log().splitlines() if "CALLSTREAM_DATA_DIR_MIN_FREE_MB" in x)
+        assert "MB free" in line and "answers 503" in line and str(up.data_dir) in line
+        plan = make_plan(601, 4, bad_fraction=0)
+        pushes = [Outcome(p) for p in plan.pushes[:6]]
+
+        async def send() -> DriveResult:
+            async with httpx.AsyncClient(timeout=10) as client:
+                return await drive_recorded(client, up.edge_url, [o.push for o in pushes], outcomes=pushes,
+                                            retry_scale=0.0, stop_after_s=5)
+
+        result = asyncio.run(send())
+        statuses = [s for o in result.outcomes for s in o.statuses]
+        assert statuses and set(statuses) == {503}, statuses
+        assert up.stop() == 0, up.log()
+    finally:
+        if up.process is not None and up.process.poll() is None:
+            up.power_loss()
