@@ -139,8 +139,8 @@ def stop_orphans(data_dir: Path, timeout_s: float = 10.0) -> list[str]:
     stopped: list[str] = []
     for entry in entries:
         pid, ticks = int(entry.get("pid") or 0), entry.get("start_ticks")
-        if pid <= 0 or ticks is None or _start_ticks(pid) != ticks:
-            continue  # gone, or the pid now belongs to another process
+        if pid <= 0 or ticks is None or _start_ticks(pid) != ticks or _zombie(pid):
+            continue  # gone (or dead, not yet reaped), or the pid now belongs to another process
         for kill in (os.killpg, os.kill):
             try:
                 kill(pid, signal.SIGKILL)
