@@ -37,7 +37,6 @@ from starlette.staticfiles import StaticFiles
 from callstream.live_metrics import LiveSampler, edge_metrics_url
 from callstream.query_server import QueryEngine, QueryRefused
 from consumers.numbers import policy_from_settings, protect_session_id
-from core import store
 from core.errors import ConfigError, StoreError
 from core.settings import Settings
 
@@ -114,11 +113,7 @@ class Dashboard:
 
     def rows(self, sql: str, bind: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """The ``data`` rows of ``sql`` in ClickHouse's JSON format, exactly as ``callstream sql`` renders them."""
-        if self.settings.clickhouse_is_embedded:
-            body, _, _ = self.engine.run(sql, default_format="JSON", database=self.db, bind=bind)
-        else:
-            with store.locked(self.engine.client):
-                body = self.engine.client.raw_query(sql, parameters=bind, fmt="JSON")
+        body, _, _ = self.engine.run(sql, default_format="JSON", database=self.db, bind=bind)
         data = orjson.loads(body).get("data", [])
         return list(data)
 
