@@ -97,7 +97,6 @@ class EmbeddedKafka:
 
     def __init__(self, settings: Settings) -> None:
         data_dir = settings.data_dir
-        self.settings = settings
         self.store: ObjectStore | None = None
         storage = None
         if settings.broker == "durable":
@@ -105,6 +104,7 @@ class EmbeddedKafka:
                                      log_path=data_dir / "objectstore.log")
             storage = DurableStorage(self.store)
         self.broker = EmbeddedBroker(settings.broker_port or None, log_path=data_dir / "broker.log", storage=storage)
+        self.settings = settings.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
         self.restarts = {"broker": 0, "object_store": 0}
         self.edge_pid: int | None = None
         self.paused = False
