@@ -174,8 +174,7 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
         if not settings.kafka_bootstrap:
             broker = EmbeddedKafka(settings)
             await broker.start()
-            settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
-            broker.settings = settings
+            settings = broker.settings  # with the embedded broker's address
         await ensure_topics(settings)
         client = await asyncio.to_thread(store.connect, settings)
         await asyncio.to_thread(apply_migrations, settings, client)

@@ -97,14 +97,15 @@ class EmbeddedKafka:
 
     def __init__(self, settings: Settings) -> None:
         data_dir = settings.data_dir
-        self.settings = settings
         self.store: ObjectStore | None = None
         storage = None
         if settings.broker == "durable":
             self.store = ObjectStore(data_dir / "objectstore", settings.object_store_port or None,
-                                     log_path=data_dir / "objectstore.log")
+                                     log_path=data_dir / "objectstore.log", die_with_parent=True)
             storage = DurableStorage(self.store)
-        self.broker = EmbeddedBroker(settings.broker_port or None, log_path=data_dir / "broker.log", storage=storage)
+        self.broker = EmbeddedBroker(settings.broker_port or None, log_path=data_dir / "broker.log", storage=storage,
+                                     die_with_parent=True)
+        self.settings = settings.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
         self.restarts = {"broker": 0, "object_store": 0}
         self.edge_pid: int | None = None
         self.paused = False

@@ -51,8 +51,9 @@ class EmbeddedBroker:
     """A Tansu process on ``127.0.0.1:<port>``; ``stop()`` (or the context manager) ends it."""
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None,
-                 storage: DurableStorage | None = None) -> None:
+                 storage: DurableStorage | None = None, die_with_parent: bool = False) -> None:
         self.host = host
+        self.die_with_parent = die_with_parent  # the kernel kills it with the thread that spawned it
         self.port = port or free_port(host)
         self.log_path = log_path
         self.storage = storage
@@ -92,7 +93,7 @@ class EmbeddedBroker:
         if self.storage is not None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
             env.update(self.storage.store.client_env())
-        self._process = spawn(self.command(), log_path=self.log_path, env=env)
+        self._process = spawn(self.command(), log_path=self.log_path, env=env, die_with_parent=self.die_with_parent)
 
     def wait_ready(self, timeout_s: float = 15.0) -> None:
         wait_for_port(self.host, self.port, timeout_s)

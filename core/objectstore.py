@@ -82,8 +82,9 @@ class ObjectStore:
     """A SeaweedFS S3 store on ``127.0.0.1``; ``stop()`` (or the context manager) ends it."""
 
     def __init__(self, root: Path, port: int | None = None, *, log_path: Path | None = None,
-                 min_free_space: str = "1", host: str = "127.0.0.1") -> None:
+                 min_free_space: str = "1", host: str = "127.0.0.1", die_with_parent: bool = False) -> None:
         self.root = root
+        self.die_with_parent = die_with_parent
         self.host = host
         self.log_path = log_path
         self.min_free_space = min_free_space
@@ -171,9 +172,11 @@ class ObjectStore:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def spawn(self) -> None:
-        """Start the process (returns at once; :meth:`wait_ready` waits for the bucket)."""
+        """Start the process (returns at once; :meth:`wait_ready` waits for the bucket). With
+        ``die_with_parent`` the kernel kills it when the calling thread's process dies (call from a
+        long-lived thread)."""
         (self.root / "master").mkdir(parents=True, exist_ok=True)
-        self._process = spawn(self.command(), log_path=self.log_path)
+        self._process = spawn(self.command(), log_path=self.log_path, die_with_parent=self.die_with_parent)
 
     def start(self, timeout_s: float = 60.0) -> ObjectStore:
         self.spawn()

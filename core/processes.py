@@ -92,15 +92,16 @@ def _die_with(parent_pid: int) -> Callable[[], None]:
 
 
 def spawn(cmd: Sequence[str], *, log_path: Path | None = None, env: dict[str, str] | None = None,
-          new_session: bool = True) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` as a server child of this process: output appended to ``log_path``, killed by the
-    kernel when this process dies. Call it from the thread that stays alive (the event loop's thread):
-    the death signal follows the thread that forked the child."""
+          new_session: bool = True, die_with_parent: bool = True) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` as a server child of this process: output appended to ``log_path``; with
+    ``die_with_parent`` killed by the kernel when this process dies. The death signal follows the thread
+    that forked the child, so spawn from a thread that lives as long as the child should (the event
+    loop's thread), never from a worker thread."""
     out: IO[bytes] | int = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
             list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=new_session, preexec_fn=_die_with(os.getpid()),
+            start_new_session=new_session, preexec_fn=_die_with(os.getpid()) if die_with_parent else None,
         )
     finally:
         if not isinstance(out, int):

@@ -198,7 +198,8 @@ def test_orphans_of_a_killed_up_are_stopped(tmp_path: Path) -> None:
 
 def test_full_data_dir_answers_503_never_200(tmp_path: Path) -> None:
     """Below the free-space floor `up` says so in its log and pauses the broker: pushes get 503, not 200."""
-    up = UpProcess(tmp_path / "data", env={"CALLSTREAM_DATA_DIR_MIN_FREE_MB": str(10**12)})
+    up = UpProcess(tmp_path / "data", env={"CALLSTREAM_DATA_DIR_MIN_FREE_MB": str(10**12),
+                                           "CALLSTREAM_ACK_TIMEOUT_S": "0.5"})
     try:
         up.start()
         deadline = time.monotonic() + 30

@@ -119,10 +119,13 @@ class UpProcess:
         return self.process.returncode
 
     def log(self) -> str:
+        """The end of `up`'s log, its own lines first (the Kafka clients' retries can fill the tail)."""
         try:
-            return self.log_path.read_text(errors="replace")[-5000:]
+            text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+        own = [line for line in text.splitlines() if "callstream" in line and "aiokafka" not in line]
+        return "\n".join(own[-40:]) + "\n----- last lines -----\n" + text[-3000:]
 
 
 def alive(pid: int) -> bool:
