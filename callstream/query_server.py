@@ -24,6 +24,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,7 +33,7 @@ from clickhouse_connect.driver.client import Client
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from core import store
 from core.errors import QueryRefused
@@ -192,8 +193,11 @@ async def _read_request(request: Request) -> tuple[dict[str, str], str]:
     return params, query
 
 
-def create_app(settings: Settings, client: Client | None = None) -> Starlette:
-    """The Starlette app of the query endpoint (served by uvicorn in the owning process)."""
+def create_app(
+    settings: Settings, client: Client | None = None, extra_routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The Starlette app of the query endpoint (served by uvicorn in the owning process); ``extra_routes``
+    are served next to it (``callstream up`` adds the dashboard's)."""
     engine = QueryEngine(settings, client)
 
     async def ping(request: Request) -> Response:
@@ -234,6 +238,7 @@ def create_app(settings: Settings, client: Client | None = None) -> Starlette:
 
     return Starlette(
         routes=[
+            *extra_routes,
             Route("/ping", ping, methods=["GET", "HEAD"]),
             Route("/", query, methods=["GET", "POST"]),
         ]

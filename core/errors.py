@@ -23,7 +23,8 @@
     │   ├── StoreRejected           bad data / schema mismatch for that batch              (poison)
     │   ├── StoreFailed             a failure nobody recognised: a few retries, then it stops the consumer
     │   └── SqlError                the store refused a query of ``callstream sql``
-    └── QueryRefused                a query the read-only endpoint does not run (HTTP status + code)
+    ├── QueryRefused                a query the read-only endpoint does not run (HTTP status + code)
+    └── DashboardError              a dashboard request that cannot be answered (HTTP status)
 
 A loader asks ``error.retriable``: retriable errors pause and back off without committing offsets,
 ``max_retries`` times in a row at most when it is set (then the error propagates and the process stops
@@ -172,3 +173,13 @@ class QueryRefused(CallstreamError):
     def __init__(self, text: str, status: int, code: int) -> None:
         super().__init__(text)
         self.text, self.status, self.code = text, status, code
+
+
+class DashboardError(CallstreamError):
+    """A request the dashboard cannot answer; ``status`` is the HTTP status to send."""
+
+    reason = "dashboard"
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -142,6 +142,16 @@ class Settings(BaseSettings):
     producer_linger_ms: int = 2
     producer_max_batch_bytes: int = 1024 * 1024
     producer_idempotence: bool = False
+    broker: Literal["durable", "memory"] = Field(
+        default="durable",
+        description="embedded broker of `callstream up`: durable (Tansu on a local S3 store under data_dir) "
+        "or memory (nothing survives a restart)",
+    )
+    broker_port: int = Field(default=0, description="embedded broker port; 0 = pick a free one")
+    object_store_port: int = Field(default=0, description="S3 port of the embedded object store; 0 = pick a free one")
+    data_dir_min_free_mb: int = Field(
+        default=256, description="below this free space in data_dir `up` pauses its durable broker: the edge answers 503"
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str = ""
