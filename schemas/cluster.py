@@ -155,11 +155,17 @@ def _alterlike(statement: str, match: re.Match[str], cluster: str, local: set[st
     return [local_stmt]  # TRUNCATE / OPTIMIZE act on the data, which lives in the local tables
 
 
-def cluster_statements(statements: list[str], cluster: str, db: str) -> list[str]:
-    """The cluster version of single-node DDL ``statements`` for cluster ``cluster`` and database ``db``."""
+def cluster_statements(
+    statements: list[str], cluster: str, db: str, local: set[str] | None = None
+) -> list[str]:
+    """The cluster version of single-node DDL ``statements`` for cluster ``cluster`` and database ``db``.
+
+    ``local`` names the tables earlier migrations already split into ``<t>_local`` + Distributed ``t``
+    (so an ``ALTER TABLE t`` of a later file reaches the local tables); the tables created here are added.
+    """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cluster):
         raise ValueError(f"cluster name {cluster!r} must be a plain identifier (letters, digits, _)")
-    local: set[str] = set()
+    local = set() if local is None else local
     out: list[str] = []
     for raw in statements:
         statement = raw.strip().rstrip(";").strip()

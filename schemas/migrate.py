@@ -93,10 +93,11 @@ def render(text: str, values: dict[str, str]) -> list[str]:
     return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
 
 
-def rendered(text: str, database: str, cluster: str = "") -> list[str]:
-    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form."""
+def rendered(text: str, database: str, cluster: str = "", local: set[str] | None = None) -> list[str]:
+    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form
+    (``local``: the tables earlier migrations localised, updated with this one's; see cluster_statements)."""
     statements = render(text, placeholders(database))
-    return cluster_statements(statements, cluster, database) if cluster else statements
+    return cluster_statements(statements, cluster, database, local) if cluster else statements
 
 
 def _ledger_ddl(values: dict[str, str]) -> list[str]:
@@ -112,7 +113,9 @@ def _ledger_ddl(values: dict[str, str]) -> list[str]:
 def plan(settings: Settings, cluster: str = "") -> list[tuple[Migration, list[str]]]:
     """Every migration with its rendered statements (nothing is applied)."""
     values = placeholders(settings.clickhouse_database, cluster or settings.clickhouse_cluster)
-    return [(m, rendered(m.text(), values["{db}"], cluster or settings.clickhouse_cluster)) for m in discover()]
+    local: set[str] = set()
+    return [(m, rendered(m.text(), values["{db}"], cluster or settings.clickhouse_cluster, local))
+            for m in discover()]
 
 
 def applied_versions(client: Client, database: str) -> dict[int, str]:
@@ -121,8 +124,11 @@ def applied_versions(client: Client, database: str) -> dict[int, str]:
     return {int(v): str(c) for v, c in rows.result_rows}
 
 
-def apply_migrations(settings: Settings, client: Client | None = None, *, cluster: str = "") -> list[str]:
-    """Apply pending migrations; returns their labels (``[]`` when the schema is current)."""
+def apply_migrations(
+    settings: Settings, client: Client | None = None, *, cluster: str = "", upto: int | None = None
+) -> list[str]:
+    """Apply pending migrations (those numbered ``<= upto`` if given); returns their labels
+    (``[]`` when the schema is current)."""
     client = client or store.connect(settings)
     cluster = cluster or settings.clickhouse_cluster
     values = placeholders(settings.clickhouse_database, cluster)
@@ -132,13 +138,17 @@ def apply_migrations(settings: Settings, client: Client | None = None, *, cluste
             client.command(stmt)
     done = applied_versions(client, db)
     applied: list[str] = []
+    local: set[str] = set()  # tables localised by the migrations so far (cluster rendering)
     for migration in discover():
+        if upto is not None and migration.version > upto:
+            break
+        statements = rendered(migration.text(), db, cluster, local)
         if migration.version in done:
             if done[migration.version] != migration.checksum():
                 log.warning("migration %s changed after it was applied; not re-applied", migration.label)
             continue
         with store.locked(client):
-            for stmt in rendered(migration.text(), db, cluster):
+            for stmt in statements:
                 client.command(stmt)
             client.insert(
                 f"{db}.schema_migrations",
