@@ -11,7 +11,7 @@
   session use ``cityHash64(dedup_key)``, so a duplicate always meets its twin and ReplacingMergeTree can
   collapse it. A retried insert of the same block is dropped by ``replicated_deduplication_window``
   (the single-node ``non_replicated_deduplication_window`` setting is renamed to it).
-* Views, dictionaries, databases, ALTER/DROP/TRUNCATE/OPTIMIZE/RENAME get ``ON CLUSTER``. Plain views keep
+* Views, SQL functions, dictionaries, databases, ALTER/DROP/TRUNCATE/OPTIMIZE/RENAME get ``ON CLUSTER``. Plain views keep
   reading ``db.t`` (the Distributed table); materialized views fire on inserts into the local tables,
   so their ``FROM``/``TO`` tables are rewritten to ``*_local``.
 """
@@ -28,7 +28,7 @@ _IDENT = r"`?[A-Za-z_][A-Za-z0-9_]*`?"
 _NAME = rf"(?:(?P<db>{_IDENT})\.)?(?P<name>{_IDENT})"
 _CREATE_RE = re.compile(
     r"^\s*CREATE\s+(?P<or_replace>OR\s+REPLACE\s+)?"
-    r"(?P<kind>TABLE|DATABASE|VIEW|MATERIALIZED\s+VIEW|DICTIONARY|LIVE\s+VIEW|WINDOW\s+VIEW)\s+"
+    r"(?P<kind>TABLE|DATABASE|VIEW|MATERIALIZED\s+VIEW|DICTIONARY|LIVE\s+VIEW|WINDOW\s+VIEW|FUNCTION)\s+"
     rf"(?P<ine>IF\s+NOT\s+EXISTS\s+)?{_NAME}",
     re.IGNORECASE,
 )

@@ -1,0 +1,402 @@
+-- KPI rollups fed on insert. Placeholders as in 0001_tables.sql.
+--
+-- Every insert into cdrs also runs the materialized views below over the inserted block, which add
+-- one aggregated row per key to an AggregatingMergeTree rollup (sums and counts as
+-- SimpleAggregateFunction(sum), PDD and ring time as a per-second histogram). The public views
+-- (kpi_hourly, kpi_daily, kpi_by_service_type, kpi_by_number, kpi_by_binding, failure_causes) keep
+-- their names and columns and read the rollups instead of cdrs FINAL, so they cost what the number of
+-- rollup rows costs, not what the number of CDRs costs.
+--
+-- Exactly once: the loader inserts a CDR only when its dedup_key is not stored yet (re-pushes and
+-- replays never reach the insert), and a retried insert carries the same insert_deduplication_token:
+-- cdrs drops the repeated block and, with deduplicate_blocks_in_dependent_materialized_views (on
+-- by default in this engine, required on a server profile), each rollup drops the block derived from
+-- it, for which every rollup keeps its own deduplication window. Tested in tests/test_rollups.py.
+-- `callstream migrate` fills the rollups from cdrs FINAL when it creates them, and
+-- `callstream migrate --rebuild-rollups` rebuilds them from cdrs FINAL (idempotent) after an erasure,
+-- a retention run, or two loaders that raced on one re-pushed CDR.
+--
+-- Quantiles: setup_seconds and ring_seconds are whole seconds, so a histogram (second -> calls,
+-- sumMap) holds every sample in a few dozen entries, merges exactly across parts, hours and days, and
+-- callstream_hist_quantile reads the same value as quantileExactInclusive (R-7 linear interpolation
+-- between order statistics) on the CDRs: the estimator is exact, its error 0 (bench/analytics.py and
+-- tests/test_rollups.py compare both).
+-- No line below may contain a semicolon except at a statement end (migrate splits on them).
+
+-- hist: sumMap tuple (sorted seconds, calls), n: calls in it, p: level. Order statistic k (1-based) is
+-- the first second whose cumulative count reaches k, then R-7: x[k] + (h - k) (x[k+1] - x[k]).
+CREATE OR REPLACE FUNCTION callstream_hist_quantile{on_cluster} AS (hist, n, p) ->
+    if(n = 0, NULL,
+       arrayElement(hist.1, arrayFirstIndex(c -> c >= floor(p * (n - 1) + 1), arrayCumSum(hist.2)))
+       + (p * (n - 1) + 1 - floor(p * (n - 1) + 1))
+       * (arrayElement(hist.1, arrayFirstIndex(c -> c >= least(toUInt64(floor(p * (n - 1) + 1)) + 1, n),
+                                               arrayCumSum(hist.2)))
+          - arrayElement(hist.1, arrayFirstIndex(c -> c >= floor(p * (n - 1) + 1), arrayCumSum(hist.2)))));
+
+CREATE TABLE IF NOT EXISTS {db}.rollup_hourly{on_cluster}
+(
+    app_key            LowCardinality(String),
+    hour               DateTime('UTC'),
+    service            LowCardinality(String),
+    service_type       LowCardinality(String),
+    attempts           SimpleAggregateFunction(sum, UInt64),
+    answered           SimpleAggregateFunction(sum, UInt64),
+    ner_numerator      SimpleAggregateFunction(sum, UInt64),
+    user_busy          SimpleAggregateFunction(sum, UInt64),
+    no_answer          SimpleAggregateFunction(sum, UInt64),
+    user_rejected      SimpleAggregateFunction(sum, UInt64),
+    talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
+    setup_samples      SimpleAggregateFunction(sum, UInt64),
+    setup_seconds_sum  SimpleAggregateFunction(sum, UInt64),
+    ring_samples       SimpleAggregateFunction(sum, UInt64),
+    ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
+    recordings         SimpleAggregateFunction(sum, UInt64),
+    setup_hist         SimpleAggregateFunction(sumMap, Tuple(Array(UInt32), Array(UInt64))),
+    ring_hist          SimpleAggregateFunction(sumMap, Tuple(Array(UInt32), Array(UInt64)))
+)
+ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
+PARTITION BY toYYYYMM(hour)
+ORDER BY (app_key, hour, service, service_type)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS {db}.rollup_by_number{on_cluster}
+(
+    app_key            LowCardinality(String),
+    day                Date,
+    service            LowCardinality(String),
+    bind_num           LowCardinality(String),
+    attempts           SimpleAggregateFunction(sum, UInt64),
+    answered           SimpleAggregateFunction(sum, UInt64),
+    ner_numerator      SimpleAggregateFunction(sum, UInt64),
+    talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
+    setup_samples      SimpleAggregateFunction(sum, UInt64),
+    ring_samples       SimpleAggregateFunction(sum, UInt64),
+    ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
+    recordings         SimpleAggregateFunction(sum, UInt64),
+    setup_hist         SimpleAggregateFunction(sumMap, Tuple(Array(UInt32), Array(UInt64)))
+)
+ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
+PARTITION BY toYYYYMM(day)
+ORDER BY (app_key, day, service, bind_num)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS {db}.rollup_by_binding{on_cluster}
+(
+    app_key            LowCardinality(String),
+    day                Date,
+    service            LowCardinality(String),
+    subscription_id    String CODEC(ZSTD(3)),
+    bind_num           LowCardinality(String),
+    attempts           SimpleAggregateFunction(sum, UInt64),
+    answered           SimpleAggregateFunction(sum, UInt64),
+    ner_numerator      SimpleAggregateFunction(sum, UInt64),
+    talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
+    setup_samples      SimpleAggregateFunction(sum, UInt64),
+    recordings         SimpleAggregateFunction(sum, UInt64),
+    setup_hist         SimpleAggregateFunction(sumMap, Tuple(Array(UInt32), Array(UInt64)))
+)
+ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
+PARTITION BY toYYYYMM(day)
+ORDER BY (app_key, day, service, subscription_id, bind_num)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS {db}.rollup_failures{on_cluster}
+(
+    app_key            LowCardinality(String),
+    day                Date,
+    service            LowCardinality(String),
+    failure_category   LowCardinality(String),
+    failure_reason     LowCardinality(String),
+    calls              SimpleAggregateFunction(sum, UInt64),
+    user_caused        SimpleAggregateFunction(max, UInt8)
+)
+ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
+PARTITION BY toYYYYMM(day)
+ORDER BY (app_key, day, service, failure_category, failure_reason)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+-- Each view reads the per-call inputs of call_facts (0003_views.sql) from the inserted block:
+-- is_answered = answered, is_effective = answered or a user-caused failure (E.425).
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_hourly_mv{on_cluster} TO {db}.rollup_hourly AS
+SELECT
+    app_key,
+    hour,
+    service,
+    service_type,
+    count() AS attempts,
+    sum(is_answered) AS answered,
+    sum(is_effective) AS ner_numerator,
+    countIf(failure_category = 'user_busy') AS user_busy,
+    countIf(failure_category = 'no_answer') AS no_answer,
+    countIf(failure_category = 'user_rejected') AS user_rejected,
+    sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
+    count(setup_seconds) AS setup_samples,
+    sum(toUInt64(ifNull(setup_seconds, 0))) AS setup_seconds_sum,
+    count(ring_seconds) AS ring_samples,
+    sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
+    sum(toUInt64(has_recording)) AS recordings,
+    sumMapIf(([assumeNotNull(setup_seconds)], [toUInt64(1)]), setup_seconds IS NOT NULL) AS setup_hist,
+    sumMapIf(([assumeNotNull(ring_seconds)], [toUInt64(1)]), ring_seconds IS NOT NULL) AS ring_hist
+FROM
+(
+    SELECT
+        app_key, toStartOfHour(call_time) AS hour, service, service_type,
+        toUInt64(answered) AS is_answered,
+        toUInt64(answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective,
+        failure_category, talk_seconds, setup_seconds, ring_seconds, has_recording
+    FROM {db}.cdrs
+)
+GROUP BY app_key, hour, service, service_type;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_by_number_mv{on_cluster} TO {db}.rollup_by_number AS
+SELECT
+    app_key,
+    day,
+    service,
+    bind_num,
+    count() AS attempts,
+    sum(is_answered) AS answered,
+    sum(is_effective) AS ner_numerator,
+    sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
+    count(setup_seconds) AS setup_samples,
+    count(ring_seconds) AS ring_samples,
+    sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
+    sum(toUInt64(has_recording)) AS recordings,
+    sumMapIf(([assumeNotNull(setup_seconds)], [toUInt64(1)]), setup_seconds IS NOT NULL) AS setup_hist
+FROM
+(
+    SELECT
+        app_key, toDate(call_time) AS day, service, bind_num,
+        toUInt64(answered) AS is_answered,
+        toUInt64(answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective,
+        talk_seconds, setup_seconds, ring_seconds, has_recording
+    FROM {db}.cdrs
+)
+GROUP BY app_key, day, service, bind_num;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_by_binding_mv{on_cluster} TO {db}.rollup_by_binding AS
+SELECT
+    app_key,
+    day,
+    service,
+    subscription_id,
+    bind_num,
+    count() AS attempts,
+    sum(is_answered) AS answered,
+    sum(is_effective) AS ner_numerator,
+    sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
+    count(setup_seconds) AS setup_samples,
+    sum(toUInt64(has_recording)) AS recordings,
+    sumMapIf(([assumeNotNull(setup_seconds)], [toUInt64(1)]), setup_seconds IS NOT NULL) AS setup_hist
+FROM
+(
+    SELECT
+        app_key, toDate(call_time) AS day, service, subscription_id, bind_num,
+        toUInt64(answered) AS is_answered,
+        toUInt64(answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective,
+        talk_seconds, setup_seconds, has_recording
+    FROM {db}.cdrs
+    WHERE subscription_id != ''
+)
+GROUP BY app_key, day, service, subscription_id, bind_num;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_failures_mv{on_cluster} TO {db}.rollup_failures AS
+SELECT
+    app_key,
+    day,
+    service,
+    failure_category,
+    failure_reason,
+    count() AS calls,
+    max(is_effective) AS user_caused
+FROM
+(
+    SELECT
+        app_key, toDate(call_time) AS day, service, failure_category, failure_reason,
+        toUInt8(failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective
+    FROM {db}.cdrs
+    WHERE answered = 0
+)
+GROUP BY app_key, day, service, failure_category, failure_reason;
+
+-- The public views: same names and columns as in 0003_views.sql, read from the rollups.
+CREATE OR REPLACE VIEW {db}.kpi_hourly{on_cluster} AS
+SELECT
+    hour,
+    app_key,
+    service,
+    attempts,
+    answered,
+    answered / nullIf(attempts, 0) AS asr,
+    ner_numerator / nullIf(attempts, 0) AS ner,
+    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    ner_numerator,
+    attempts - answered AS failed,
+    user_busy,
+    no_answer,
+    user_rejected,
+    talk_seconds_sum,
+    setup_samples,
+    setup_seconds_sum,
+    ring_samples,
+    ring_seconds_sum,
+    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
+    callstream_hist_quantile(ring_hist, ring_samples, 0.95) AS ring_p95_seconds,
+    recordings
+FROM
+(
+    SELECT
+        hour, app_key, service,
+        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
+        sum(user_busy) AS user_busy, sum(no_answer) AS no_answer, sum(user_rejected) AS user_rejected,
+        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
+        sum(setup_seconds_sum) AS setup_seconds_sum, sum(ring_samples) AS ring_samples,
+        sum(ring_seconds_sum) AS ring_seconds_sum, sum(recordings) AS recordings,
+        sumMap(setup_hist) AS setup_hist, sumMap(ring_hist) AS ring_hist
+    FROM {db}.rollup_hourly
+    GROUP BY hour, app_key, service
+);
+
+CREATE OR REPLACE VIEW {db}.kpi_daily{on_cluster} AS
+SELECT
+    day,
+    app_key,
+    service,
+    attempts,
+    answered,
+    answered / nullIf(attempts, 0) AS asr,
+    ner_numerator / nullIf(attempts, 0) AS ner,
+    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    ner_numerator,
+    attempts - answered AS failed,
+    user_busy,
+    no_answer,
+    user_rejected,
+    talk_seconds_sum,
+    setup_samples,
+    setup_seconds_sum,
+    ring_samples,
+    ring_seconds_sum,
+    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
+    callstream_hist_quantile(ring_hist, ring_samples, 0.95) AS ring_p95_seconds,
+    recordings
+FROM
+(
+    SELECT
+        toDate(hour) AS day, app_key, service,
+        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
+        sum(user_busy) AS user_busy, sum(no_answer) AS no_answer, sum(user_rejected) AS user_rejected,
+        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
+        sum(setup_seconds_sum) AS setup_seconds_sum, sum(ring_samples) AS ring_samples,
+        sum(ring_seconds_sum) AS ring_seconds_sum, sum(recordings) AS recordings,
+        sumMap(setup_hist) AS setup_hist, sumMap(ring_hist) AS ring_hist
+    FROM {db}.rollup_hourly
+    GROUP BY day, app_key, service
+);
+
+CREATE OR REPLACE VIEW {db}.kpi_by_service_type{on_cluster} AS
+SELECT
+    day,
+    app_key,
+    service,
+    service_type,
+    attempts,
+    answered,
+    answered / nullIf(attempts, 0) AS asr,
+    ner_numerator / nullIf(attempts, 0) AS ner,
+    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    ner_numerator,
+    talk_seconds_sum,
+    setup_samples,
+    recordings
+FROM
+(
+    SELECT
+        toDate(hour) AS day, app_key, service, service_type,
+        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
+        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
+        sum(recordings) AS recordings, sumMap(setup_hist) AS setup_hist
+    FROM {db}.rollup_hourly
+    GROUP BY day, app_key, service, service_type
+);
+
+CREATE OR REPLACE VIEW {db}.kpi_by_number{on_cluster} AS
+SELECT
+    day,
+    app_key,
+    service,
+    bind_num,
+    attempts,
+    answered,
+    answered / nullIf(attempts, 0) AS asr,
+    ner_numerator / nullIf(attempts, 0) AS ner,
+    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
+    ner_numerator,
+    attempts - answered AS failed,
+    talk_seconds_sum,
+    setup_samples,
+    ring_samples,
+    ring_seconds_sum,
+    recordings
+FROM
+(
+    SELECT
+        day, app_key, service, bind_num,
+        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
+        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
+        sum(ring_samples) AS ring_samples, sum(ring_seconds_sum) AS ring_seconds_sum,
+        sum(recordings) AS recordings, sumMap(setup_hist) AS setup_hist
+    FROM {db}.rollup_by_number
+    GROUP BY day, app_key, service, bind_num
+);
+
+CREATE OR REPLACE VIEW {db}.kpi_by_binding{on_cluster} AS
+SELECT
+    day,
+    app_key,
+    service,
+    subscription_id,
+    bind_num,
+    attempts,
+    answered,
+    answered / nullIf(attempts, 0) AS asr,
+    ner_numerator / nullIf(attempts, 0) AS ner,
+    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
+    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    ner_numerator,
+    attempts - answered AS failed,
+    talk_seconds_sum,
+    setup_samples,
+    recordings
+FROM
+(
+    SELECT
+        day, app_key, service, subscription_id, bind_num,
+        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
+        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
+        sum(recordings) AS recordings, sumMap(setup_hist) AS setup_hist
+    FROM {db}.rollup_by_binding
+    GROUP BY day, app_key, service, subscription_id, bind_num
+);
+
+CREATE OR REPLACE VIEW {db}.failure_causes{on_cluster} AS
+SELECT
+    day,
+    app_key,
+    service,
+    failure_category,
+    failure_reason,
+    sum(calls) AS calls,
+    max(user_caused) AS user_caused
+FROM {db}.rollup_failures
+GROUP BY day, app_key, service, failure_category, failure_reason;
