@@ -2,7 +2,7 @@
 --
 -- Every insert into cdrs also runs the materialized views below over the inserted block, which add
 -- one aggregated row per key to an AggregatingMergeTree rollup (sums and counts as
--- SimpleAggregateFunction(sum), PDD and ring time as a per-second histogram). The public views
+-- SimpleAggregateFunction(sum), PDD and ring time as quantile states). The public views
 -- (kpi_hourly, kpi_daily, kpi_by_service_type, kpi_by_number, kpi_by_binding, failure_causes) keep
 -- their names and columns and read the rollups instead of cdrs FINAL, so they cost what the number of
 -- rollup rows costs, not what the number of CDRs costs.
@@ -16,22 +16,13 @@
 -- `callstream migrate --rebuild-rollups` rebuilds them from cdrs FINAL (idempotent) after an erasure,
 -- a retention run, or two loaders that raced on one re-pushed CDR.
 --
--- Quantiles: setup_seconds and ring_seconds are whole seconds, so a histogram (second -> calls,
--- sumMap) holds every sample in a few dozen entries, merges exactly across parts, hours and days, and
--- callstream_hist_quantile reads the same value as quantileExactInclusive (R-7 linear interpolation
--- between order statistics) on the CDRs: the estimator is exact, its error 0 (bench/analytics.py and
+-- Quantiles: quantilesExactWeightedInterpolated states. The state is a map value -> calls, and
+-- setup_seconds/ring_seconds are whole seconds, so a state holds a few dozen entries however many calls
+-- it counts, merges exactly across parts, hours and days, and reads the same value as
+-- quantileExactInclusive on the CDRs (R-7 linear interpolation between order statistics): the
+-- estimator is exact (error 0 up to float rounding, about 1e-15 s; bench/analytics.py and
 -- tests/test_rollups.py compare both).
 -- No line below may contain a semicolon except at a statement end (migrate splits on them).
-
--- hist: sumMap tuple (sorted seconds, calls), n: calls in it, p: level. Order statistic k (1-based) is
--- the first second whose cumulative count reaches k, then R-7: x[k] + (h - k) (x[k+1] - x[k]).
-CREATE OR REPLACE FUNCTION callstream_hist_quantile{on_cluster} AS (hist, n, p) ->
-    if(n = 0, NULL,
-       arrayElement(hist.1, arrayFirstIndex(c -> c >= floor(p * (n - 1) + 1), arrayCumSum(hist.2)))
-       + (p * (n - 1) + 1 - floor(p * (n - 1) + 1))
-       * (arrayElement(hist.1, arrayFirstIndex(c -> c >= least(toUInt64(floor(p * (n - 1) + 1)) + 1, n),
-                                               arrayCumSum(hist.2)))
-          - arrayElement(hist.1, arrayFirstIndex(c -> c >= floor(p * (n - 1) + 1), arrayCumSum(hist.2)))));
 
 CREATE TABLE IF NOT EXISTS {db}.rollup_hourly{on_cluster}
 (
@@ -51,8 +42,8 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_hourly{on_cluster}
     ring_samples       SimpleAggregateFunction(sum, UInt64),
     ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
     recordings         SimpleAggregateFunction(sum, UInt64),
-    setup_hist         SimpleAggregateFunction(sumMap, Tuple(Array(UInt32), Array(UInt64))),
-    ring_hist          SimpleAggregateFunction(sumMap, Tuple(Array(UInt32), Array(UInt64)))
+    setup_quantiles    AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
+    ring_quantiles     AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(hour)
@@ -73,7 +64,7 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_by_number{on_cluster}
     ring_samples       SimpleAggregateFunction(sum, UInt64),
     ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
     recordings         SimpleAggregateFunction(sum, UInt64),
-    setup_hist         SimpleAggregateFunction(sumMap, Tuple(Array(UInt32), Array(UInt64)))
+    setup_quantiles    AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(day)
@@ -93,7 +84,7 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_by_binding{on_cluster}
     talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
     setup_samples      SimpleAggregateFunction(sum, UInt64),
     recordings         SimpleAggregateFunction(sum, UInt64),
-    setup_hist         SimpleAggregateFunction(sumMap, Tuple(Array(UInt32), Array(UInt64)))
+    setup_quantiles    AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(day)
@@ -135,8 +126,8 @@ SELECT
     count(ring_seconds) AS ring_samples,
     sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
     sum(toUInt64(has_recording)) AS recordings,
-    sumMapIf(([assumeNotNull(setup_seconds)], [toUInt64(1)]), setup_seconds IS NOT NULL) AS setup_hist,
-    sumMapIf(([assumeNotNull(ring_seconds)], [toUInt64(1)]), ring_seconds IS NOT NULL) AS ring_hist
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(setup_seconds, toUInt64(1)) AS setup_quantiles,
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(ring_seconds, toUInt64(1)) AS ring_quantiles
 FROM
 (
     SELECT
@@ -162,7 +153,7 @@ SELECT
     count(ring_seconds) AS ring_samples,
     sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
     sum(toUInt64(has_recording)) AS recordings,
-    sumMapIf(([assumeNotNull(setup_seconds)], [toUInt64(1)]), setup_seconds IS NOT NULL) AS setup_hist
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(setup_seconds, toUInt64(1)) AS setup_quantiles
 FROM
 (
     SELECT
@@ -187,7 +178,7 @@ SELECT
     sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
     count(setup_seconds) AS setup_samples,
     sum(toUInt64(has_recording)) AS recordings,
-    sumMapIf(([assumeNotNull(setup_seconds)], [toUInt64(1)]), setup_seconds IS NOT NULL) AS setup_hist
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(setup_seconds, toUInt64(1)) AS setup_quantiles
 FROM
 (
     SELECT
@@ -230,8 +221,8 @@ SELECT
     answered / nullIf(attempts, 0) AS asr,
     ner_numerator / nullIf(attempts, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
+    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
     ner_numerator,
     attempts - answered AS failed,
     user_busy,
@@ -243,7 +234,7 @@ SELECT
     ring_samples,
     ring_seconds_sum,
     ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
-    callstream_hist_quantile(ring_hist, ring_samples, 0.95) AS ring_p95_seconds,
+    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
     recordings
 FROM
 (
@@ -254,7 +245,8 @@ FROM
         sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
         sum(setup_seconds_sum) AS setup_seconds_sum, sum(ring_samples) AS ring_samples,
         sum(ring_seconds_sum) AS ring_seconds_sum, sum(recordings) AS recordings,
-        sumMap(setup_hist) AS setup_hist, sumMap(ring_hist) AS ring_hist
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
     FROM {db}.rollup_hourly
     GROUP BY hour, app_key, service
 );
@@ -269,8 +261,8 @@ SELECT
     answered / nullIf(attempts, 0) AS asr,
     ner_numerator / nullIf(attempts, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
+    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
     ner_numerator,
     attempts - answered AS failed,
     user_busy,
@@ -282,7 +274,7 @@ SELECT
     ring_samples,
     ring_seconds_sum,
     ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
-    callstream_hist_quantile(ring_hist, ring_samples, 0.95) AS ring_p95_seconds,
+    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
     recordings
 FROM
 (
@@ -293,7 +285,8 @@ FROM
         sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
         sum(setup_seconds_sum) AS setup_seconds_sum, sum(ring_samples) AS ring_samples,
         sum(ring_seconds_sum) AS ring_seconds_sum, sum(recordings) AS recordings,
-        sumMap(setup_hist) AS setup_hist, sumMap(ring_hist) AS ring_hist
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service
 );
@@ -309,8 +302,8 @@ SELECT
     answered / nullIf(attempts, 0) AS asr,
     ner_numerator / nullIf(attempts, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
+    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
     ner_numerator,
     talk_seconds_sum,
     setup_samples,
@@ -321,7 +314,8 @@ FROM
         toDate(hour) AS day, app_key, service, service_type,
         sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
         sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
-        sum(recordings) AS recordings, sumMap(setup_hist) AS setup_hist
+        sum(recordings) AS recordings,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service, service_type
 );
@@ -337,8 +331,8 @@ SELECT
     answered / nullIf(attempts, 0) AS asr,
     ner_numerator / nullIf(attempts, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
+    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
     ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
     ner_numerator,
     attempts - answered AS failed,
@@ -354,7 +348,8 @@ FROM
         sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
         sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
         sum(ring_samples) AS ring_samples, sum(ring_seconds_sum) AS ring_seconds_sum,
-        sum(recordings) AS recordings, sumMap(setup_hist) AS setup_hist
+        sum(recordings) AS recordings,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q
     FROM {db}.rollup_by_number
     GROUP BY day, app_key, service, bind_num
 );
@@ -371,8 +366,8 @@ SELECT
     answered / nullIf(attempts, 0) AS asr,
     ner_numerator / nullIf(attempts, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.5) AS pdd_p50_seconds,
-    callstream_hist_quantile(setup_hist, setup_samples, 0.95) AS pdd_p95_seconds,
+    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
+    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
     ner_numerator,
     attempts - answered AS failed,
     talk_seconds_sum,
@@ -384,7 +379,8 @@ FROM
         day, app_key, service, subscription_id, bind_num,
         sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
         sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
-        sum(recordings) AS recordings, sumMap(setup_hist) AS setup_hist
+        sum(recordings) AS recordings,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q
     FROM {db}.rollup_by_binding
     GROUP BY day, app_key, service, subscription_id, bind_num
 );
