@@ -11,8 +11,8 @@ loader's inserts do. Then ``OPTIMIZE ... FINAL`` on every table (as the parts se
 Each KPI view is timed (min of ``--repeat`` runs) for one app and one day and for the whole range:
 
 * after  = the views of the migrations (rollups),
-* before = the views of 0003_views.sql (``cdrs FINAL``, exact quantiles) created in a second database
-  over the same ``cdrs``: the baseline measured in the same run, on the same data.
+* before = the views of the migrations before 0006_rollups (``cdrs FINAL``, exact quantiles) created in
+  a second database over the same ``cdrs``: the baseline measured in the same run, on the same data.
 
 It also compares every PDD/ring quantile of ``kpi_daily`` with ``quantileExactInclusive`` over the CDRs
 (the estimator's error) and prints bytes per CDR of ``cdrs`` and of the rollups. Writes
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -39,7 +40,7 @@ from clickhouse_connect.driver.client import Client  # noqa: E402
 
 from core import store  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from schemas.migrate import SQL_DIR, apply_migrations, placeholders, render  # noqa: E402
+from schemas.migrate import apply_migrations, discover, placeholders, render  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "analytics.json"
 CHUNK = 1_000_000
@@ -53,7 +54,7 @@ INSERT INTO {db}.cdrs (dedup_key, notification_id, record_index, service, receiv
     session_id, direction, bind_num, subscription_id, caller_num, callee_num, fwd_display_num, fwd_dst_num,
     call_in_time, fwd_start_time, fwd_alerting_time, fwd_answer_time, call_end_time, fail_time,
     fwd_unasw_rsn, fwd_unasw_rsn_desc, fwd_unasw_rsn_class, ul_fail_reason, ul_fail_reason_desc, sip_status_code,
-    sip_status_code_desc, failure_category, failure_reason, record_flag, service_type_code, service_type, host_name,
+    sip_status_code_desc, failure_category, failure_reason, failure_source, refused, pdd_ms, record_flag, service_type_code, service_type, host_name,
     mpty_id, answered, talk_seconds, ring_seconds, setup_seconds, call_start_time, call_time, has_recording,
     extra, raw)
 SELECT
@@ -61,7 +62,8 @@ SELECT
     if(privacy, 1, 0), bind_num, subscription_id, caller_num, callee_num, bind_num, fwd_dst_num,
     if(privacy, start, NULL), start, if(no_alert, NULL, alerting), answer, end_time, if(answered, NULL, end_time),
     q850, q850_desc, category, if(answered, 0, 8000 + q850), q850_desc, if(answered, 0, sip), '',
-    category, if(answered, '', q850_desc), toUInt8(recorded), if(privacy, '003', '002'),
+    category, if(answered, '', q850_desc), if(answered, '', 'q850'), toUInt8(NOT answered AND cityHash64(n, 'refused') % 20 = 0),
+    if(no_alert, toUInt32(4000), toUInt32(setup * 1000)), toUInt8(recorded), if(privacy, '003', '002'),
     if(privacy, 'privacy', 'callback'), 'callenabler246.huaweicaas.com', subscription_id, toUInt8(answered),
     talk, ring, setup, start, start, toUInt8(recorded), '{{}}',
     concat('{{', arrayStringConcat(arrayFilter(x -> x != '', [
@@ -156,15 +158,19 @@ def generate(client: Client, db: str, calls: int, *, days: int = 30, apps: int =
     return time.perf_counter() - began
 
 
-def create_before_views(client: Client, db: str) -> str:
-    """The 0003_views.sql views in ``<db>_before``, reading ``<db>.cdrs FINAL``; returns that database."""
+def create_before_views(client: Client, db: str, rollup_version: int = 6) -> str:
+    """The views the migrations before ``rollup_version`` define (over ``cdrs FINAL``), created in
+    ``<db>_before`` over ``<db>.cdrs``; returns that database."""
     before = f"{db}_before"
-    text = (SQL_DIR / "0003_views.sql").read_text(encoding="utf-8")
+    statements = [s for m in discover() if m.version < rollup_version for s in render(m.text(), placeholders(db))]
+    views = [s for s in statements if re.match(r"CREATE (OR REPLACE )?VIEW ", s)]
+    names = [re.match(r"CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?[\w]+\.(\w+)", s).group(1) for s in views]  # type: ignore[union-attr]
     with store.locked(client):
         client.command(f"CREATE DATABASE IF NOT EXISTS {before}")
-        for stmt in render(text, placeholders(db)):
-            stmt = stmt.replace(f"VIEW IF NOT EXISTS {db}.", f"VIEW IF NOT EXISTS {before}.")
-            client.command(stmt.replace(f"FROM {db}.call_facts", f"FROM {before}.call_facts"))
+        for stmt in views:
+            for name in names:
+                stmt = re.sub(rf"\b{db}\.{name}\b", f"{before}.{name}", stmt)
+            client.command(stmt)
     return before
 
 
@@ -294,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": "chDB (embedded ClickHouse) " + platform.python_version(),
         "elapsed_s": round(time.perf_counter() - began, 1),
         "timing": f"min of {args.repeat} runs, wall clock, after OPTIMIZE FINAL of cdrs and the rollups",
-        "before": "0003_views.sql over cdrs FINAL with exact quantiles, same data, same run",
+        "before": "the views of migrations 0003/0004 over cdrs FINAL, exact quantiles, same data, same run",
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,12 @@
 
 Keys (64-bit, stored as ``dedup_key UInt64``):
   CDR     (appKey, sessionId, icid) when icid is present, else the canonical JSON of the FeeInfo
-  event   (app_key of the envelope, sessionId, eventType, timestamp, caller, called, stateCode)
-  status  (number, status, cause, UTC day of receipt)
+  event   (app_key of the envelope, eventType, canonical JSON of statusInfo): a re-push re-sends the
+          same body; two events that differ in any field (digitInfo, a missing timestamp ...) differ
+  status  (number, status, cause, number of state changes stored before it): a status that repeats
+          the number's latest state is a duplicate, the same status after another one is a new row.
+          ``prepare`` gives each status record a provisional key (notification, index);
+          ``status_transition_keys`` replaces it once the number's latest stored state is known
   failure (notification id, record index, stage, reason)
 
 Three layers drop duplicates before ClickHouse sees them: within the batch, a bounded LRU of keys
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 _SEP = "\x1f"
@@ -34,14 +39,45 @@ def cdr_key(row: dict[str, Any]) -> int:
 
 
 def event_key(row: dict[str, Any]) -> int:
-    return hash64(
-        "event", row["app_key"], row["session_id"], row["event_type"], row["timestamp"],
-        row["caller"], row["called"], row["state_code"],
-    )
+    return hash64("event", row["app_key"], row["event_type"], row["raw"])
 
 
 def status_key(row: dict[str, Any]) -> int:
-    return hash64("status", row["number"], row["status"], row["cause"], row["received_at"] // 86_400_000_000)
+    """Provisional: one key per status record (see ``status_transition_keys``)."""
+    return hash64("status-record", row["notification_id"], row["record_index"], row["number"])
+
+
+@dataclass(frozen=True, slots=True)
+class NumberState:
+    """An X number's latest stored status row, and how many state changes are stored for it."""
+
+    status: int | None
+    cause: int | None
+    key: int
+    changes: int
+
+
+def receipt_order(row: dict[str, Any]) -> tuple[int, str, int]:
+    return row["received_at"], row["notification_id"], row["record_index"]
+
+
+def status_transition_keys(rows: list[dict[str, Any]], latest: dict[str, NumberState]) -> list[dict[str, Any]]:
+    """Give each status row (in receipt order) its key: a repeat of the number's latest state takes that
+    state's key (a duplicate), another state a new key; returns the rows without in-batch repeats.
+    ``latest`` (number -> state stored before this batch) is updated as the rows are walked."""
+    kept = []
+    for row in sorted(rows, key=receipt_order):
+        number, status, cause = row["number"], row["status"], row["cause"]
+        state = latest.get(number)
+        if state is not None and state.status == status and state.cause == cause:
+            row["dedup_key"] = state.key
+            continue  # the row itself is dropped here; a stored twin decides whether it is published
+        changes = state.changes + 1 if state is not None else 1
+        key = hash64("status", number, status, cause, changes)
+        row["dedup_key"] = key
+        latest[number] = NumberState(status, cause, key, changes)
+        kept.append(row)
+    return kept
 
 
 def failure_key(notification_id: str, record_index: int, stage: str, reason: str) -> int:

@@ -1,19 +1,20 @@
 """Describe every coded column from the code tables and derive the per-call figures.
 
 CDR: ``<column>_desc`` for fwdUnaswRsn / callOutUnaswRsn (+ Q.850 class), ulFailReason, sipStatusCode;
-``failure_category`` / ``failure_reason`` (the cause that explains the outcome); answered,
-talk_seconds, ring_seconds, setup_seconds, service_type, call_start_time, call_time, has_recording.
-Event: state_code_desc, failure_category (disconnect only), event_seq, leg. Status: status/cause
+``failure_category`` / ``failure_reason`` / ``failure_source`` / ``refused`` (``consumers.outcome``: the
+cause that explains the outcome, by a fixed precedence); answered, talk_seconds, ring_seconds,
+setup_seconds, pdd_ms (RFC 6076), service_type, call_start_time, call_time, has_recording.
+Event: state_code_desc, failure_category (disconnect only), event_seq, leg (``assign_legs``). Status: status/cause
 descriptions, available, receipt_day. Unknown codes are kept, described, and reported in ``Enriched``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from consumers.outcome import call_outcome, session_request_delay_ms
 from schemas.codes import Q850_DEFERRING_TEARDOWNS, Code, describe
 
 VOICE_SERVICE_TYPES = {"001": "notification", "002": "callback", "003": "verifycode"}
@@ -44,11 +45,13 @@ def lookup(field_name: str, service: str, code: int, note: Enriched) -> Code:
 
 
 def _seconds(start: int | None, end: int | None, note: Enriched) -> int | None:
+    """Whole seconds from ``start`` to ``end``; ``None`` when either is missing or they contradict each
+    other (counted in ``note``): a contradiction is not a zero-second sample."""
     if start is None or end is None:
         return None
     if end < start:
         note.inconsistent_timestamps += 1
-        return 0
+        return None
     return (end - start) // 1000
 
 
@@ -63,7 +66,7 @@ def _service_type(row: dict[str, Any]) -> str:
     return "notification" if not code else "unknown"
 
 
-def _q850(row: dict[str, Any], column: str, source: str, service: str, note: Enriched) -> Code | None:
+def _q850(row: dict[str, Any], column: str, source: str, service: str, note: Enriched) -> tuple[int, Code] | None:
     code = row[column]
     if code is None:
         row[column + "_desc"] = ""
@@ -72,7 +75,7 @@ def _q850(row: dict[str, Any], column: str, source: str, service: str, note: Enr
     entry = lookup(source, service, code, note)
     row[column + "_desc"] = entry.description
     row[column + "_class"] = entry.cause_class
-    return entry if code != 0 else None
+    return (code, entry) if entry.known else None
 
 
 def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
@@ -82,38 +85,35 @@ def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
     fwd_leg = service_type in ("callback", "privacy")
     fwd = _q850(row, "fwd_unasw_rsn", "fwdUnaswRsn", service, note)
     out = _q850(row, "call_out_unasw_rsn", "callOutUnaswRsn", service, note)
-    leg_q850 = (fwd or out) if fwd_leg else (out or fwd)
+    legs = [c for c in ((fwd, out) if fwd_leg else (out, fwd)) if c is not None]
 
     sip_code = row["sip_status_code"]
-    sip = None
+    sip: tuple[int, Code] | None = None
     if sip_code is None:
         row["sip_status_code_desc"] = ""
     else:
-        sip_entry = lookup("sipStatusCode", "", sip_code, note)
-        row["sip_status_code_desc"] = sip_entry.description
-        sip = sip_entry if sip_code != 0 else None
+        sip = (sip_code, lookup("sipStatusCode", "", sip_code, note))
+        row["sip_status_code_desc"] = sip[1].description
 
     ul = row["ul_fail_reason"]
-    cause: Code | None = None
+    teardown: tuple[int, Code] | None = None
     if ul is None:
         row["ul_fail_reason_desc"] = ""
     else:
         entry = lookup("ulFailReason", service, ul, note)
-        if ul in Q850_DEFERRING_TEARDOWNS and (leg_q850 or sip):
-            deferred = leg_q850 or sip
-            assert deferred is not None
+        teardown = (ul, entry)
+        deferred = next((c[1] for c in legs if c[0] != 0), None) or (sip[1] if sip and sip[0] else None)
+        if ul in Q850_DEFERRING_TEARDOWNS and deferred is not None:
             row["ul_fail_reason_desc"] = f"{entry.description}: {deferred.description}"
-            cause = deferred
         else:
             row["ul_fail_reason_desc"] = entry.description
-            if ul != 0:
-                cause = entry if entry.known else (leg_q850 or sip or entry)
 
     if fwd_leg:
         start, alerting, answer = row["fwd_start_time"], row["fwd_alerting_time"], row["fwd_answer_time"]
     else:
         start, alerting, answer = row["call_out_start_time"], row["call_out_alerting_time"], row["call_out_answer_time"]
     end = row["call_end_time"]
+    failed_at = row["fail_time"] if row["fail_time"] is not None else end
     if end is None:
         end = row["fail_time"]
     answered = answer is not None
@@ -129,40 +129,50 @@ def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
     row["has_recording"] = 1 if (row["record_flag"] == 1 or row["record_object_name"]
                                   or row["record_file_download_url"]) else 0
 
-    if answered:
-        row["failure_category"], row["failure_reason"] = "normal", ""
-        return
-    if cause is None:
-        cause = leg_q850 or sip
-    if cause is None:
-        row["failure_category"], row["failure_reason"] = "unknown", "no failure cause recorded"
-    else:
-        category = cause.category
-        # an unanswered call whose only cause says "normal" did not connect: call it no answer
-        row["failure_category"] = "no_answer" if category == "normal" else category
-        row["failure_reason"] = cause.description
+    outcome = call_outcome(answered, alerting is not None, legs, teardown, sip)
+    row["failure_category"] = outcome.category
+    row["failure_reason"] = outcome.reason
+    row["failure_source"] = outcome.source
+    row["refused"] = 1 if outcome.refused else 0
+    pdd = session_request_delay_ms(start, alerting, answer, failed_at if not answered else None, outcome)
+    if pdd is None and alerting is None and start is not None and not outcome.refused:
+        first = answer if answer is not None else failed_at
+        if first is not None and first < start:  # (alerting before start is counted by setup_seconds)
+            note.inconsistent_timestamps += 1
+    row["pdd_ms"] = pdd
 
 
-class LegTracker:
-    """Voice callback legs: the first called number of a session is leg 1, another one is leg 2."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._first_called: OrderedDict[str, str] = OrderedDict()
-
-    def leg(self, session_id: str, called: str) -> int:
-        if not session_id or not called:
-            return 1
-        first = self._first_called.get(session_id)
-        if first is None:
-            self._first_called[session_id] = called
-            if len(self._first_called) > self.capacity:
-                self._first_called.popitem(last=False)
-            return 1
-        return 1 if first == called else 2
+LegOrder = tuple[int, int]  # (event time ms, receipt us): which callout came first
 
 
-def enrich_event(row: dict[str, Any], note: Enriched, legs: LegTracker | None = None) -> None:
+def event_order(row: dict[str, Any]) -> LegOrder:
+    return row["event_time"], row["received_at"]
+
+
+def assign_legs(rows: list[dict[str, Any]], first: dict[str, tuple[LegOrder, str]]) -> list[dict[str, Any]]:
+    """Voice callback legs from the records: the number called by the session's earliest ``callout``
+    (by event time, then receipt; stored ones in ``first``, updated here) is leg 1, any other number
+    leg 2. Returns the rows whose leg changed. The same events give the same legs in any process."""
+    for row in rows:
+        if row["event_type"] == "callout" and row["service"] == "voice" and row["session_id"]:
+            order = event_order(row)
+            known = first.get(row["session_id"])
+            if known is None or order < known[0]:
+                first[row["session_id"]] = (order, row["called"])
+    changed = []
+    for row in rows:
+        if row["service"] != "voice" or row["event_type"] == "collectInfo" or not row["session_id"]:
+            continue
+        known = first.get(row["session_id"])
+        leg = 1 if known is None or not row["called"] or known[1] == row["called"] else 2
+        if leg != row["leg"]:
+            row["leg"] = leg
+            changed.append(row)
+    return changed
+
+
+def enrich_event(row: dict[str, Any], note: Enriched) -> None:
+    """Describe one event; ``leg`` starts at 1 (``assign_legs`` sets the callback legs)."""
     event_type = row["event_type"]
     row["event_seq"] = EVENT_SEQ.get(event_type, 255)
     ts = row["timestamp"]
@@ -175,10 +185,7 @@ def enrich_event(row: dict[str, Any], note: Enriched, legs: LegTracker | None = 
         entry = lookup("stateCode", row["service"], code, note)
         row["state_code_desc"] = entry.description
         row["failure_category"] = entry.category
-    if legs is not None and row["service"] == "voice" and event_type != "collectInfo":
-        row["leg"] = legs.leg(row["session_id"], row["called"])
-    else:
-        row["leg"] = 1
+    row["leg"] = 1
 
 
 _days: dict[int, date] = {}

@@ -16,7 +16,7 @@ from clickhouse_connect.driver import options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error, OperationalError
 
-from consumers.dedupe import insert_token
+from consumers.dedupe import NumberState, insert_token
 from core import store
 from core.errors import StoreError, StoreRejected, StoreUnavailable
 
@@ -137,15 +137,71 @@ class ClickHouseSink:
             found[table].add(key)
         return found
 
+    def stored_notifications(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, dict[int, str]]:
+        """For each table, the keys of ``wanted`` already stored, with the notification that stored them
+        (a redelivered record finds its own rows: stored, maybe not yet published)."""
+        found: dict[str, dict[int, str]] = {table: {} for table in wanted}
+        for table, keys in wanted.items():
+            ordered = sorted(set(keys))
+            for start in range(0, len(ordered), chunk):
+                part = ordered[start:start + chunk]
+                sql = (f"SELECT dedup_key, any(notification_id) FROM {self.database}.{table} "
+                       f"WHERE dedup_key IN ({','.join(map(str, part))}) GROUP BY dedup_key")
+
+                def run(sql: str = sql) -> list[Any]:
+                    with store.locked(self.client):
+                        return list(self.client.query(sql).result_rows)
+                for key, notification_id in _guard(run):
+                    found[table][int(key)] = str(notification_id)
+        return found
+
+    def _rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
+        def run() -> list[Any]:
+            with store.locked(self.client):
+                return list(self.client.query(sql, parameters=parameters).result_rows)
+        return _guard(run)  # type: ignore[no-any-return]
+
+    def latest_number_states(self, numbers: Iterable[str], exclude: Iterable[str] = ()) -> dict[str, NumberState]:
+        """Each number's latest stored status row (by receipt) and its count of state changes, leaving
+        out the rows of the notifications in ``exclude`` (the batch being delivered, if it was before)."""
+        wanted = sorted(set(numbers))
+        if not wanted:
+            return {}
+        sql = (f"SELECT number, argMax(tuple(status, cause, dedup_key), tuple(received_at, loaded_at)), "
+               f"uniqExact(dedup_key) FROM {self.database}.number_status "
+               "WHERE number IN {numbers:Array(String)} AND notification_id NOT IN {exclude:Array(String)} "
+               "GROUP BY number")
+        rows = self._rows(sql, {"numbers": wanted, "exclude": sorted(set(exclude)) or [""]})
+        return {str(number): NumberState(latest[0], latest[1], int(latest[2]), int(changes))
+                for number, latest, changes in rows}
+
+    def first_callouts(self, session_ids: Iterable[str]) -> dict[str, tuple[tuple[int, int], str]]:
+        """Per session, the earliest stored ``callout`` event: ((event time ms, receipt us), called)."""
+        wanted = sorted(set(session_ids))
+        if not wanted:
+            return {}
+        sql = ("SELECT session_id, min(tuple(toUnixTimestamp64Milli(event_time), toUnixTimestamp64Micro(received_at), "
+               f"called)) FROM {self.database}.call_events "
+               "WHERE session_id IN {sessions:Array(String)} AND event_type = 'callout' GROUP BY session_id")
+        return {str(session): ((int(first[0]), int(first[1])), str(first[2]))
+                for session, first in self._rows(sql, {"sessions": wanted})}
+
     def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:
-        """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse."""
+        """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse.
+
+        Every row must carry every column of the table that has no DEFAULT: a row without one, or with
+        a value of the wrong type, makes the batch ``StoreRejected`` (``insert_isolating`` finds it)."""
         if not rows:
             return 0
-        present = rows[0].keys()
-        cols = [c for c in self.columns(table) if c in present]
-        # rows -> columns in C (itemgetter + zip): the same KeyError as indexing for a missing column
-        data = list(zip(*map(itemgetter(*cols), rows), strict=True)) if len(cols) > 1 else [
-            [row[cols[0]] for row in rows]]
+        cols = self.columns(table)
+        try:
+            # rows -> columns in C (itemgetter + zip); a row without a column raises KeyError here
+            data = list(zip(*map(itemgetter(*cols), rows), strict=True)) if len(cols) > 1 else [
+                [row[cols[0]] for row in rows]]
+        except KeyError as exc:
+            raise StoreRejected(f"row without column {exc} for {table}") from exc
+        except TypeError as exc:  # a row that is not a mapping
+            raise StoreRejected(f"row for {table} is not a mapping of columns: {exc}") from exc
         token = token or insert_token(table, rows)
 
         def run() -> None:
@@ -154,10 +210,7 @@ class ClickHouseSink:
                     f"{self.database}.{table}", data, column_names=cols, column_oriented=True,
                     settings={"insert_deduplication_token": token},
                 )
-        try:
-            _guard(run)
-        except KeyError as exc:  # a row missing a column the others have
-            raise StoreRejected(f"row without column {exc} for {table}") from exc
+        _guard(run)
         return len(rows)
 
     def insert_isolating(

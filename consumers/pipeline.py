@@ -1,10 +1,12 @@
-"""One batch through the consumer: decode -> normalise -> enrich -> dedupe -> protect -> republish -> load.
+"""One batch through the consumer: decode -> normalise -> enrich -> dedupe -> protect -> load -> republish.
 
 ``prepare`` is pure CPU work on the polled records; ``deliver`` talks to ClickHouse and Kafka and may
 raise ``StoreUnavailable`` / ``BrokerUnavailable`` (retriable: call it again with the same batch).
-Order inside ``deliver``: look up keys already stored, publish the new rows downstream (once per
-batch), insert them with deterministic tokens, then remember their keys. A crash after the insert
-and before the offset commit is harmless: the redelivered rows are found in the store and dropped.
+Order inside ``deliver``: look up keys already stored, insert the new rows with deterministic tokens
+(a row the store refuses is quarantined with its reason), publish the stored rows downstream (once per
+batch), remember their keys; the runner commits the offsets after that. A crash after the insert and
+before the publish or the commit loses nothing: the redelivered record finds its own rows in the store
+(same notification id) and publishes them; rows stored by another notification are duplicates.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from consumers.decode import Notification, decode_envelope
-from consumers.dedupe import RecentKeys, assign_keys, failure_key, unique_in_batch
+from consumers.dedupe import RecentKeys, assign_keys, failure_key, status_transition_keys, unique_in_batch
 from consumers.downstream import DownstreamProducer
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, assign_legs, enrich_cdr, enrich_event, enrich_status
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.normalise import Failure, Normalised, normalise
@@ -37,13 +39,15 @@ _STEP = 500  # records or rows between two turns of the event loop in prepare_as
 
 @dataclass
 class Batch:
-    """The rows of one poll, ready to deliver; ``published`` survives retries of ``deliver``."""
+    """The rows of one poll, ready to deliver; ``stored``, ``delivered`` (the stored rows, to publish) and
+    ``published`` survive retries of ``deliver``."""
 
     notifications: list[Notification]
     tables: dict[str, list[dict[str, Any]]]
     failures: list[Failure]
     offsets: dict[Any, int]  # TopicPartition -> next offset to commit
     received: int
+    stored: bool = False
     published: bool = False
     messages: dict[str, dict[int, Message]] = field(default_factory=dict)  # table -> dedup_key -> record
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -95,7 +99,6 @@ class Pipeline:
         self.serializer = serializer if serializer is not None else Serializer(settings)
         self._schemas_registered = self.serializer.registry is None
         self.recent = RecentKeys(settings.dedup_cache_keys)
-        self.legs = LegTracker()
 
     async def register_schemas(self) -> None:
         """Register the downstream and dead-letter schemas under their topics' subjects (once; a no-op
@@ -154,9 +157,8 @@ class Pipeline:
         cdrs, events, statuses = out.cdrs, out.events, out.statuses
         for row in cdrs:
             enrich_cdr(row, note)
-        legs = self.legs
         for row in events:
-            enrich_event(row, note, legs)
+            enrich_event(row, note)
         for row in statuses:
             enrich_status(row, note)
         yield
@@ -172,7 +174,7 @@ class Pipeline:
         encoded: dict[str, dict[int, Message]] = {}
         encode = self.producer is not None and settings.republish
         for table, rows in tables.items():
-            assign_keys(table, rows)  # keys and legs use the numbers as received ...
+            assign_keys(table, rows)  # keys use the numbers as received ...
             rows, in_batch = unique_in_batch(rows)
             rows, recent = self.recent.split(table, rows)
             protected: list[dict[str, Any]] = []
@@ -191,50 +193,99 @@ class Pipeline:
 
     # --- I/O part ---------------------------------------------------------------------------
     async def deliver(self, batch: Batch) -> None:
-        """Publish and load the batch; raises retriable errors without losing anything."""
+        """Store, then publish (the runner commits after this returns); raises retriable errors
+        (``StoreUnavailable``, ``BrokerUnavailable``) without losing anything: each step records its
+        progress on the batch, so calling it again repeats only what did not happen."""
+        if not batch.stored:
+            await self._store(batch)
+        if not batch.published:
+            await self._publish(batch)
+        if batch.failures:
+            await self._quarantine(batch.failures)
+            batch.failures = []
+        now_us = time.time() * 1_000_000
+        observe = self.metrics.receipt_to_load.observe
+        for n in batch.notifications:
+            observe(max(0.0, (now_us - n.received_at_us) / 1_000_000))
+
+    async def _store(self, batch: Batch) -> None:
+        """Insert the rows not stored yet. A key stored by another notification is a duplicate and
+        dropped; a key stored by this very notification (redelivered after a crash or a failed publish
+        between store and publish) is not inserted again but still published. A row the store refuses
+        becomes a failure (quarantined, never published)."""
         sink = self.sink
+        await self._resolve(batch)
         wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
-        stored_by_table = await asyncio.to_thread(sink.existing_keys_by_table, wanted)  # one query
+        stored = await asyncio.to_thread(sink.stored_notifications, wanted)  # a retriable error: nothing done
         new: dict[str, list[dict[str, Any]]] = {}
+        again: dict[str, list[dict[str, Any]]] = {}
         for table in ROW_TABLES:
             rows = batch.tables[table]
-            stored = stored_by_table.get(table)
-            if stored:
-                rows = [r for r in rows if r["dedup_key"] not in stored]
-                self.metrics.discarded.labels("duplicate").inc(len(batch.tables[table]) - len(rows))
-                batch.tables[table] = rows
-            new[table] = rows
-        if not batch.published:
-            if self.producer is not None and self.settings.republish:
-                await self.register_schemas()
-                outgoing = {t: self._messages(batch, t, rows) for t, rows in new.items()}
-                counts = await republish(self.producer, self.settings, outgoing, self.serializer)
-                for topic, count in counts.items():
-                    self.metrics.sent.labels(topic).inc(count)
-            batch.published = True
-            batch.messages = {}
-        failures = list(batch.failures)
+            known = stored.get(table) or {}
+            new[table], again[table] = [], []
+            for row in rows:
+                owner = known.get(row["dedup_key"])
+                if owner is None:
+                    new[table].append(row)
+                elif owner == row["notification_id"]:
+                    again[table].append(row)
+            dropped = len(rows) - len(new[table]) - len(again[table])
+            if dropped:
+                self.metrics.discarded.labels("duplicate").inc(dropped)
 
         def load_all() -> dict[str, tuple[int, list[Any]]]:
             return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
 
         results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
         by_id = {n.id: n for n in batch.notifications}
-        for table, (loaded, bad) in results.items():
+        for table in ROW_TABLES:
+            loaded, bad = results.get(table, (0, []))
+            refused = {id(row) for row, _ in bad}
             for row, exc in bad:
-                n = by_id.get(row["notification_id"])
+                n = by_id.get(row.get("notification_id", "")) if isinstance(row, dict) else None
                 if n is not None:
-                    failures.append(Failure(n, row["record_index"], "load", exc.reason, str(exc)))
+                    batch.failures.append(Failure(n, row.get("record_index", -1), "load", exc.reason, str(exc)))
             self.metrics.loaded.labels(table).inc(loaded)
-            self.recent.add(table, [r["dedup_key"] for r in new[table]])
+            batch.delivered[table] = again[table] + [r for r in new[table] if id(r) not in refused]
             batch.tables[table] = []
-        if failures:
-            await self._quarantine(failures)
-            batch.failures = []
-        now_us = time.time() * 1_000_000
-        observe = self.metrics.receipt_to_load.observe
-        for n in batch.notifications:
-            observe(max(0.0, (now_us - n.received_at_us) / 1_000_000))
+        batch.stored = True
+
+    async def _resolve(self, batch: Batch) -> None:
+        """What needs the stored history: status keys (a repeat of the number's latest state is a
+        duplicate, a change is a new row) and callback legs (the session's earliest callout is leg 1).
+        The same records give the same result on a retry, after a restart and in a replay."""
+        sink = self.sink
+        statuses = batch.tables["number_status"]
+        if statuses:
+            exclude = [n.id for n in batch.notifications]  # as if this batch had not been stored before
+            latest = await asyncio.to_thread(sink.latest_number_states, [r["number"] for r in statuses], exclude)
+            kept = status_transition_keys(statuses, latest)
+            if len(kept) < len(statuses):
+                self.metrics.discarded.labels("duplicate").inc(len(statuses) - len(kept))
+            batch.tables["number_status"] = kept
+            batch.messages.pop("number_status", None)  # encoded with the provisional keys
+        events = batch.tables["call_events"]
+        sessions = {r["session_id"] for r in events
+                    if r["service"] == "voice" and r["event_type"] != "collectInfo" and r["session_id"]}
+        if sessions:
+            first = await asyncio.to_thread(sink.first_callouts, sessions)
+            encoded = batch.messages.get("call_events", {})
+            for row in assign_legs(events, first):
+                encoded.pop(row["dedup_key"], None)
+
+    async def _publish(self, batch: Batch) -> None:
+        """Publish the stored rows downstream (once per batch), then remember their keys."""
+        if self.producer is not None and self.settings.republish:
+            await self.register_schemas()
+            outgoing = {t: self._messages(batch, t, rows) for t, rows in batch.delivered.items()}
+            counts = await republish(self.producer, self.settings, outgoing, self.serializer)
+            for topic, count in counts.items():
+                self.metrics.sent.labels(topic).inc(count)
+        for table, rows in batch.delivered.items():
+            self.recent.add(table, [r["dedup_key"] for r in rows])
+        batch.published = True
+        batch.messages = {}
+        batch.delivered = {}
 
     @staticmethod
     def _messages(batch: Batch, table: str, rows: list[dict[str, Any]]) -> list[Message]:

@@ -11,7 +11,7 @@
   session use ``cityHash64(dedup_key)``, so a duplicate always meets its twin and ReplacingMergeTree can
   collapse it. A retried insert of the same block is dropped by ``replicated_deduplication_window``
   (the single-node ``non_replicated_deduplication_window`` setting is renamed to it).
-* Views, SQL functions, dictionaries, databases, ALTER/DROP/TRUNCATE/OPTIMIZE/RENAME get ``ON CLUSTER``. Plain views keep
+* Views, dictionaries, databases, ALTER/DROP/TRUNCATE/OPTIMIZE/RENAME get ``ON CLUSTER``. Plain views keep
   reading ``db.t`` (the Distributed table); materialized views fire on inserts into the local tables,
   so their ``FROM``/``TO`` tables are rewritten to ``*_local``.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REPLICA_PATH", "cluster_statements", "sharding_key"]
+__all__ = ["REPLICA_PATH", "cluster_statements", "merge_tree_tables", "sharding_key"]
 
 REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
 
@@ -28,7 +28,7 @@ _IDENT = r"`?[A-Za-z_][A-Za-z0-9_]*`?"
 _NAME = rf"(?:(?P<db>{_IDENT})\.)?(?P<name>{_IDENT})"
 _CREATE_RE = re.compile(
     r"^\s*CREATE\s+(?P<or_replace>OR\s+REPLACE\s+)?"
-    r"(?P<kind>TABLE|DATABASE|VIEW|MATERIALIZED\s+VIEW|DICTIONARY|LIVE\s+VIEW|WINDOW\s+VIEW|FUNCTION)\s+"
+    r"(?P<kind>TABLE|DATABASE|VIEW|MATERIALIZED\s+VIEW|DICTIONARY|LIVE\s+VIEW|WINDOW\s+VIEW)\s+"
     rf"(?P<ine>IF\s+NOT\s+EXISTS\s+)?{_NAME}",
     re.IGNORECASE,
 )
@@ -155,17 +155,25 @@ def _alterlike(statement: str, match: re.Match[str], cluster: str, local: set[st
     return [local_stmt]  # TRUNCATE / OPTIMIZE act on the data, which lives in the local tables
 
 
-def cluster_statements(
-    statements: list[str], cluster: str, db: str, local: set[str] | None = None
-) -> list[str]:
-    """The cluster version of single-node DDL ``statements`` for cluster ``cluster`` and database ``db``.
+def merge_tree_tables(statements: list[str]) -> set[str]:
+    """Names of the ``*MergeTree`` tables that ``statements`` create (those become ``<name>_local``)."""
+    names = set()
+    for statement in statements:
+        match = _CREATE_RE.match(statement)
+        if (match and match.group("kind").upper() == "TABLE" and _ENGINE_RE.search(statement)
+                and not re.search(r"\bAS\s+SELECT\b", statement, re.I)):
+            names.add(_bare(match.group("name")))
+    return names
 
-    ``local`` names the tables earlier migrations already split into ``<t>_local`` + Distributed ``t``
-    (so an ``ALTER TABLE t`` of a later file reaches the local tables); the tables created here are added.
-    """
+
+def cluster_statements(
+    statements: list[str], cluster: str, db: str, local_tables: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """The cluster version of single-node DDL ``statements`` for cluster ``cluster`` and database ``db``;
+    ``local_tables`` names tables an earlier migration created (an ALTER of them targets ``*_local``)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cluster):
         raise ValueError(f"cluster name {cluster!r} must be a plain identifier (letters, digits, _)")
-    local = set() if local is None else local
+    local: set[str] = set(local_tables)
     out: list[str] = []
     for raw in statements:
         statement = raw.strip().rstrip(";").strip()

@@ -36,7 +36,7 @@ from clickhouse_connect.driver.client import Client
 from core import store
 from core.errors import ConfigError
 from core.settings import Settings
-from schemas.cluster import cluster_statements
+from schemas.cluster import cluster_statements, merge_tree_tables
 from schemas.retention import apply_retention, retention_statements
 
 log = logging.getLogger(__name__)
@@ -109,11 +109,15 @@ def render(text: str, values: dict[str, str]) -> list[str]:
     return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
 
 
-def rendered(text: str, database: str, cluster: str = "", local: set[str] | None = None) -> list[str]:
-    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form
-    (``local``: the tables earlier migrations localised, updated with this one's; see cluster_statements)."""
-    statements = render(text, placeholders(database))
-    return cluster_statements(statements, cluster, database, local) if cluster else statements
+def rendered(text: str, database: str, cluster: str = "") -> list[str]:
+    """Single-node statements, or with ``cluster`` their Replicated ``*_local`` + Distributed form (an
+    ALTER of a table that any migration creates goes to its ``*_local`` table too)."""
+    values = placeholders(database)
+    statements = render(text, values)
+    if not cluster:
+        return statements
+    tables = merge_tree_tables([s for m in discover() for s in render(m.text(), values)])
+    return cluster_statements(statements, cluster, database, tables)
 
 
 @dataclass(frozen=True)
@@ -185,9 +189,7 @@ def _ledger_ddl(values: dict[str, str]) -> list[str]:
 def plan(settings: Settings, cluster: str = "") -> list[tuple[Migration, list[str]]]:
     """Every migration with its rendered statements (nothing is applied)."""
     values = placeholders(settings.clickhouse_database, cluster or settings.clickhouse_cluster)
-    local: set[str] = set()
-    return [(m, rendered(m.text(), values["{db}"], cluster or settings.clickhouse_cluster, local))
-            for m in discover()]
+    return [(m, rendered(m.text(), values["{db}"], cluster or settings.clickhouse_cluster)) for m in discover()]
 
 
 def applied_versions(client: Client, database: str) -> dict[int, str]:
@@ -210,11 +212,10 @@ def apply_migrations(
             client.command(stmt)
     done = applied_versions(client, db)
     applied: list[str] = []
-    local: set[str] = set()  # tables localised by the migrations so far (cluster rendering)
     for migration in discover():
         if upto is not None and migration.version > upto:
             break
-        statements = rendered(migration.text(), db, cluster, local)
+        statements = rendered(migration.text(), db, cluster)
         if migration.version in done:
             if done[migration.version] != migration.checksum():
                 log.warning("migration %s changed after it was applied; not re-applied", migration.label)

@@ -122,8 +122,7 @@ def _declustered(statement: str) -> str:
 def test_declustered_schema_applies_and_views_read_through_the_outer_tables(settings: Settings) -> None:
     db = settings.clickhouse_database
     client = store.connect(settings)
-    local: set[str] = set()  # shared across files: a later ALTER must reach the tables 0001 localised
-    clustered = [s for m in migrate.discover() for s in migrate.rendered(m.text(), db, "prod", local)]
+    clustered = [s for m in migrate.discover() for s in migrate.rendered(m.text(), db, "prod")]
     with store.locked(client):
         for stmt in clustered:
             client.command(_declustered(stmt))

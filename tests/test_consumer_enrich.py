@@ -9,7 +9,7 @@ import pytest
 
 from consumers.decode import Notification
 from consumers.dedupe import RecentKeys, assign_keys, insert_token, unique_in_batch
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, assign_legs, enrich_cdr, enrich_event, enrich_status
 from consumers.normalise import normalise
 from schemas.codes import CATEGORIES, CODES_DIR, describe
 from tests.conftest import sample_bytes
@@ -90,14 +90,16 @@ def test_failure_only_in_teardown_and_sip_with_q850_zero() -> None:
     assert cdr["ul_fail_reason_desc"].startswith("SIP 404 Not Found")
 
 
-def test_inconsistent_timestamps_clamp_and_count() -> None:
+def test_inconsistent_timestamps_are_no_samples_and_count() -> None:
     row = {"sessionId": "s", "callOutStartTime": "2024-03-12 02:15:10", "callOutAlertingTime": "2024-03-12 02:15:04",
            "callOutAnswerTime": "2024-03-12 02:15:20", "callEndTime": "2024-03-12 02:15:00"}
     n = Notification("n", 0, "voice", "/", "", "a", __import__("json").dumps({"eventType": "fee", "feeLst": [row]}).encode())
     cdr = normalise([n]).cdrs[0]
     note = Enriched()
     enrich_cdr(cdr, note)
-    assert cdr["talk_seconds"] == 0 and cdr["setup_seconds"] == 0 and cdr["ring_seconds"] == 16
+    # alerting before the leg start and an end before the answer: no setup sample, no PDD sample
+    assert cdr["talk_seconds"] == 0 and cdr["setup_seconds"] is None and cdr["ring_seconds"] == 16
+    assert cdr["pdd_ms"] is None
     assert note.inconsistent_timestamps == 2
 
 
@@ -108,9 +110,10 @@ def test_events_statuses_and_callback_legs() -> None:
           for i, n in enumerate(names)]
     ns.append(Notification("s", 1_710_209_704_000_000, "privacy", "/", "", "a", sample_bytes("privacy_x_numstatus.json")))
     out = normalise(ns)
-    legs, note = LegTracker(), Enriched()
+    note = Enriched()
     for row in out.events:
-        enrich_event(row, note, legs)
+        enrich_event(row, note)
+    assign_legs(out.events, {})
     for row in out.statuses:
         enrich_status(row, note)
     assert [(r["event_seq"], r["leg"]) for r in out.events] == [(1, 1), (3, 1), (5, 2), (5, 1)]

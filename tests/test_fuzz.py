@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from callstream.reconcile import scan_topic
 from consumers.decode import Notification
 from consumers.dedupe import assign_keys
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, enrich_cdr, enrich_event, enrich_status
 from consumers.normalise import Normalised, normalise_one
 from consumers.protect import protect_numbers
 from core.errors import NormaliseError
@@ -385,14 +385,14 @@ def run_consumer_stages(n: Notification, settings: Settings) -> None:
         normalise_one(n, out)
     except NormaliseError:
         return
-    note, legs = Enriched(), LegTracker()
+    note = Enriched()
     cdrs = [protect_numbers(r, settings) for r in out.cdrs]
     events = [protect_numbers(r, settings) for r in out.events]
     statuses = [protect_numbers(r, settings) for r in out.statuses]
     for row in cdrs:
         enrich_cdr(row, note)
     for row in events:
-        enrich_event(row, note, legs)
+        enrich_event(row, note)
     for row in statuses:
         enrich_status(row, note)
     for table, rows in (("cdrs", cdrs), ("call_events", events), ("number_status", statuses)):

@@ -74,6 +74,11 @@ class Call:
         return self.talk is not None
 
     @property
+    def pdd(self) -> int:
+        """RFC 6076 SRD: to alerting, or for a setup that failed before alerting to its end (5 s below)."""
+        return self.setup if self.setup is not None else 5
+
+    @property
     def category(self) -> str:
         return "normal" if self.answered else Q850[self.q850][0]
 
@@ -195,12 +200,15 @@ def kpis(calls: list[Call]) -> dict[str, Any]:
     effective = sum(c.answered or c.category in USER_CAUSED for c in calls)
     talk = sum(c.talk or 0 for c in calls)
     setups = [c.setup for c in calls if c.setup is not None]
+    pdds = [c.pdd for c in calls]
     rings = [c.ring for c in calls if c.ring is not None]
     return {
         "attempts": attempts, "answered": answered,
         "asr": ratio(answered, attempts), "ner": ratio(effective, attempts),
         "acd_seconds": ratio(talk, answered),
-        "pdd_p50_seconds": quantile(setups, 0.5), "pdd_p95_seconds": quantile(setups, 0.95),
+        "pdd_p50_seconds": quantile(pdds, 0.5), "pdd_p95_seconds": quantile(pdds, 0.95),
+        "pdd_avg_seconds": ratio(sum(pdds), len(pdds)), "pdd_samples": len(pdds), "pdd_ms_sum": 1000 * sum(pdds),
+        "seizures": attempts, "refused": 0,
         "ner_numerator": effective, "failed": attempts - answered,
         "user_busy": sum(c.category == "user_busy" for c in calls),
         "no_answer": sum(c.category == "no_answer" for c in calls),

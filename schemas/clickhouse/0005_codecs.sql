@@ -65,6 +65,8 @@ ALTER TABLE {db}.cdrs{on_cluster}
     MODIFY COLUMN talk_seconds             UInt32 CODEC(T64, ZSTD(1)),
     MODIFY COLUMN ring_seconds             Nullable(UInt32) CODEC(ZSTD(1)),
     MODIFY COLUMN setup_seconds            Nullable(UInt32) CODEC(ZSTD(1)),
+    MODIFY COLUMN pdd_ms                   Nullable(UInt32) CODEC(ZSTD(1)),
+    MODIFY COLUMN refused                  UInt8 CODEC(T64, ZSTD(1)),
     MODIFY COLUMN call_start_time          Nullable(DateTime64(3, 'UTC')) CODEC(ZSTD(1)),
     MODIFY COLUMN call_time                DateTime64(3, 'UTC') CODEC(ZSTD(1)),
     MODIFY COLUMN has_recording            UInt8 CODEC(T64, ZSTD(1)),

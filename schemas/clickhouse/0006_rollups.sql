@@ -1,8 +1,9 @@
 -- KPI rollups fed on insert. Placeholders as in 0001_tables.sql.
 --
 -- Every insert into cdrs also runs the materialized views below over the inserted block, which add
--- one aggregated row per key to an AggregatingMergeTree rollup (sums and counts as
--- SimpleAggregateFunction(sum), PDD and ring time as quantile states). The public views
+-- one aggregated row per key to an AggregatingMergeTree rollup (every numerator and
+-- denominator of 0004_kpi_standards.sql as SimpleAggregateFunction(sum), PDD and ring time as
+-- quantile states). The public views
 -- (kpi_hourly, kpi_daily, kpi_by_service_type, kpi_by_number, kpi_by_binding, failure_causes) keep
 -- their names and columns and read the rollups instead of cdrs FINAL, so they cost what the number of
 -- rollup rows costs, not what the number of CDRs costs.
@@ -17,12 +18,13 @@
 -- a retention run, or two loaders that raced on one re-pushed CDR.
 --
 -- Quantiles: quantilesExactWeightedInterpolated states. The state is a map value -> calls, and
--- setup_seconds/ring_seconds are whole seconds, so a state holds a few dozen entries however many calls
--- it counts, merges exactly across parts, hours and days, and reads the same value as
+-- pdd_ms/ring_seconds come from times with whole seconds, so a state holds a few dozen entries however
+-- many calls it counts, merges exactly across parts, hours and days, and reads the same value as
 -- quantileExactInclusive on the CDRs (R-7 linear interpolation between order statistics): the
 -- estimator is exact (error 0 up to float rounding, about 1e-15 s; bench/analytics.py and
 -- tests/test_rollups.py compare both).
 -- No line below may contain a semicolon except at a statement end (migrate splits on them).
+
 
 CREATE TABLE IF NOT EXISTS {db}.rollup_hourly{on_cluster}
 (
@@ -32,7 +34,10 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_hourly{on_cluster}
     service_type       LowCardinality(String),
     attempts           SimpleAggregateFunction(sum, UInt64),
     answered           SimpleAggregateFunction(sum, UInt64),
+    seizures           SimpleAggregateFunction(sum, UInt64),
+    refused            SimpleAggregateFunction(sum, UInt64),
     ner_numerator      SimpleAggregateFunction(sum, UInt64),
+    failed             SimpleAggregateFunction(sum, UInt64),
     user_busy          SimpleAggregateFunction(sum, UInt64),
     no_answer          SimpleAggregateFunction(sum, UInt64),
     user_rejected      SimpleAggregateFunction(sum, UInt64),
@@ -41,8 +46,10 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_hourly{on_cluster}
     setup_seconds_sum  SimpleAggregateFunction(sum, UInt64),
     ring_samples       SimpleAggregateFunction(sum, UInt64),
     ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
+    pdd_samples        SimpleAggregateFunction(sum, UInt64),
+    pdd_ms_sum         SimpleAggregateFunction(sum, UInt64),
     recordings         SimpleAggregateFunction(sum, UInt64),
-    setup_quantiles    AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
+    pdd_quantiles      AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
     ring_quantiles     AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
@@ -58,13 +65,23 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_by_number{on_cluster}
     bind_num           LowCardinality(String),
     attempts           SimpleAggregateFunction(sum, UInt64),
     answered           SimpleAggregateFunction(sum, UInt64),
+    seizures           SimpleAggregateFunction(sum, UInt64),
+    refused            SimpleAggregateFunction(sum, UInt64),
     ner_numerator      SimpleAggregateFunction(sum, UInt64),
+    failed             SimpleAggregateFunction(sum, UInt64),
+    user_busy          SimpleAggregateFunction(sum, UInt64),
+    no_answer          SimpleAggregateFunction(sum, UInt64),
+    user_rejected      SimpleAggregateFunction(sum, UInt64),
     talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
     setup_samples      SimpleAggregateFunction(sum, UInt64),
+    setup_seconds_sum  SimpleAggregateFunction(sum, UInt64),
     ring_samples       SimpleAggregateFunction(sum, UInt64),
     ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
+    pdd_samples        SimpleAggregateFunction(sum, UInt64),
+    pdd_ms_sum         SimpleAggregateFunction(sum, UInt64),
     recordings         SimpleAggregateFunction(sum, UInt64),
-    setup_quantiles    AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
+    pdd_quantiles      AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
+    ring_quantiles     AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(day)
@@ -80,11 +97,23 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_by_binding{on_cluster}
     bind_num           LowCardinality(String),
     attempts           SimpleAggregateFunction(sum, UInt64),
     answered           SimpleAggregateFunction(sum, UInt64),
+    seizures           SimpleAggregateFunction(sum, UInt64),
+    refused            SimpleAggregateFunction(sum, UInt64),
     ner_numerator      SimpleAggregateFunction(sum, UInt64),
+    failed             SimpleAggregateFunction(sum, UInt64),
+    user_busy          SimpleAggregateFunction(sum, UInt64),
+    no_answer          SimpleAggregateFunction(sum, UInt64),
+    user_rejected      SimpleAggregateFunction(sum, UInt64),
     talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
     setup_samples      SimpleAggregateFunction(sum, UInt64),
+    setup_seconds_sum  SimpleAggregateFunction(sum, UInt64),
+    ring_samples       SimpleAggregateFunction(sum, UInt64),
+    ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
+    pdd_samples        SimpleAggregateFunction(sum, UInt64),
+    pdd_ms_sum         SimpleAggregateFunction(sum, UInt64),
     recordings         SimpleAggregateFunction(sum, UInt64),
-    setup_quantiles    AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
+    pdd_quantiles      AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
+    ring_quantiles     AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(day)
@@ -99,15 +128,19 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_failures{on_cluster}
     failure_category   LowCardinality(String),
     failure_reason     LowCardinality(String),
     calls              SimpleAggregateFunction(sum, UInt64),
-    user_caused        SimpleAggregateFunction(max, UInt8)
+    user_caused        SimpleAggregateFunction(max, UInt8),
+    refused            SimpleAggregateFunction(sum, UInt64),
+    failure_source     SimpleAggregateFunction(any, LowCardinality(String))
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(day)
 ORDER BY (app_key, day, service, failure_category, failure_reason)
 SETTINGS non_replicated_deduplication_window = 10000;
 
--- Each view reads the per-call inputs of call_facts (0003_views.sql) from the inserted block:
--- is_answered = answered, is_effective = answered or a user-caused failure (E.425).
+-- Each view reads the per-call inputs of call_facts (0004_kpi_standards.sql) from the inserted block:
+-- a seizure is a call the platform did not refuse, is_effective = a seizure answered or ended by the
+-- user (E.425), the failure counts are over seizures.
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_hourly_mv{on_cluster} TO {db}.rollup_hourly AS
 SELECT
     app_key,
@@ -116,25 +149,37 @@ SELECT
     service_type,
     count() AS attempts,
     sum(is_answered) AS answered,
+    sum(is_seizure) AS seizures,
+    sum(is_refused) AS refused,
     sum(is_effective) AS ner_numerator,
-    countIf(failure_category = 'user_busy') AS user_busy,
-    countIf(failure_category = 'no_answer') AS no_answer,
-    countIf(failure_category = 'user_rejected') AS user_rejected,
+    sum(is_failed) AS failed,
+    sum(is_user_busy) AS user_busy,
+    sum(is_no_answer) AS no_answer,
+    sum(is_user_rejected) AS user_rejected,
     sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
     count(setup_seconds) AS setup_samples,
     sum(toUInt64(ifNull(setup_seconds, 0))) AS setup_seconds_sum,
     count(ring_seconds) AS ring_samples,
     sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
+    count(pdd_ms) AS pdd_samples,
+    sum(toUInt64(ifNull(pdd_ms, 0))) AS pdd_ms_sum,
     sum(toUInt64(has_recording)) AS recordings,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(setup_seconds, toUInt64(1)) AS setup_quantiles,
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(pdd_ms, toUInt64(1)) AS pdd_quantiles,
     quantilesExactWeightedInterpolatedState(0.5, 0.95)(ring_seconds, toUInt64(1)) AS ring_quantiles
 FROM
 (
     SELECT
         app_key, toStartOfHour(call_time) AS hour, service, service_type,
         toUInt64(answered) AS is_answered,
-        toUInt64(answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective,
-        failure_category, talk_seconds, setup_seconds, ring_seconds, has_recording
+        toUInt64(refused = 0) AS is_seizure,
+        toUInt64(refused) AS is_refused,
+        toUInt64(refused = 0 AND (answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')))
+            AS is_effective,
+        toUInt64(answered = 0 AND refused = 0) AS is_failed,
+        toUInt64(failure_category = 'user_busy' AND refused = 0) AS is_user_busy,
+        toUInt64(failure_category = 'no_answer' AND refused = 0) AS is_no_answer,
+        toUInt64(failure_category = 'user_rejected' AND refused = 0) AS is_user_rejected,
+        talk_seconds, setup_seconds, ring_seconds, pdd_ms, has_recording
     FROM {db}.cdrs
 )
 GROUP BY app_key, hour, service, service_type;
@@ -147,20 +192,37 @@ SELECT
     bind_num,
     count() AS attempts,
     sum(is_answered) AS answered,
+    sum(is_seizure) AS seizures,
+    sum(is_refused) AS refused,
     sum(is_effective) AS ner_numerator,
+    sum(is_failed) AS failed,
+    sum(is_user_busy) AS user_busy,
+    sum(is_no_answer) AS no_answer,
+    sum(is_user_rejected) AS user_rejected,
     sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
     count(setup_seconds) AS setup_samples,
+    sum(toUInt64(ifNull(setup_seconds, 0))) AS setup_seconds_sum,
     count(ring_seconds) AS ring_samples,
     sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
+    count(pdd_ms) AS pdd_samples,
+    sum(toUInt64(ifNull(pdd_ms, 0))) AS pdd_ms_sum,
     sum(toUInt64(has_recording)) AS recordings,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(setup_seconds, toUInt64(1)) AS setup_quantiles
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(pdd_ms, toUInt64(1)) AS pdd_quantiles,
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(ring_seconds, toUInt64(1)) AS ring_quantiles
 FROM
 (
     SELECT
         app_key, toDate(call_time) AS day, service, bind_num,
         toUInt64(answered) AS is_answered,
-        toUInt64(answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective,
-        talk_seconds, setup_seconds, ring_seconds, has_recording
+        toUInt64(refused = 0) AS is_seizure,
+        toUInt64(refused) AS is_refused,
+        toUInt64(refused = 0 AND (answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')))
+            AS is_effective,
+        toUInt64(answered = 0 AND refused = 0) AS is_failed,
+        toUInt64(failure_category = 'user_busy' AND refused = 0) AS is_user_busy,
+        toUInt64(failure_category = 'no_answer' AND refused = 0) AS is_no_answer,
+        toUInt64(failure_category = 'user_rejected' AND refused = 0) AS is_user_rejected,
+        talk_seconds, setup_seconds, ring_seconds, pdd_ms, has_recording
     FROM {db}.cdrs
 )
 GROUP BY app_key, day, service, bind_num;
@@ -174,18 +236,37 @@ SELECT
     bind_num,
     count() AS attempts,
     sum(is_answered) AS answered,
+    sum(is_seizure) AS seizures,
+    sum(is_refused) AS refused,
     sum(is_effective) AS ner_numerator,
+    sum(is_failed) AS failed,
+    sum(is_user_busy) AS user_busy,
+    sum(is_no_answer) AS no_answer,
+    sum(is_user_rejected) AS user_rejected,
     sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
     count(setup_seconds) AS setup_samples,
+    sum(toUInt64(ifNull(setup_seconds, 0))) AS setup_seconds_sum,
+    count(ring_seconds) AS ring_samples,
+    sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
+    count(pdd_ms) AS pdd_samples,
+    sum(toUInt64(ifNull(pdd_ms, 0))) AS pdd_ms_sum,
     sum(toUInt64(has_recording)) AS recordings,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(setup_seconds, toUInt64(1)) AS setup_quantiles
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(pdd_ms, toUInt64(1)) AS pdd_quantiles,
+    quantilesExactWeightedInterpolatedState(0.5, 0.95)(ring_seconds, toUInt64(1)) AS ring_quantiles
 FROM
 (
     SELECT
         app_key, toDate(call_time) AS day, service, subscription_id, bind_num,
         toUInt64(answered) AS is_answered,
-        toUInt64(answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective,
-        talk_seconds, setup_seconds, has_recording
+        toUInt64(refused = 0) AS is_seizure,
+        toUInt64(refused) AS is_refused,
+        toUInt64(refused = 0 AND (answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')))
+            AS is_effective,
+        toUInt64(answered = 0 AND refused = 0) AS is_failed,
+        toUInt64(failure_category = 'user_busy' AND refused = 0) AS is_user_busy,
+        toUInt64(failure_category = 'no_answer' AND refused = 0) AS is_no_answer,
+        toUInt64(failure_category = 'user_rejected' AND refused = 0) AS is_user_rejected,
+        talk_seconds, setup_seconds, ring_seconds, pdd_ms, has_recording
     FROM {db}.cdrs
     WHERE subscription_id != ''
 )
@@ -199,18 +280,22 @@ SELECT
     failure_category,
     failure_reason,
     count() AS calls,
-    max(is_effective) AS user_caused
+    max(is_effective) AS user_caused,
+    sum(is_refused) AS refused,
+    any(failure_source) AS failure_source
 FROM
 (
     SELECT
-        app_key, toDate(call_time) AS day, service, failure_category, failure_reason,
-        toUInt8(failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective
+        app_key, toDate(call_time) AS day, service, failure_category, failure_reason, failure_source,
+        toUInt8(refused = 0 AND failure_category IN ('user_busy', 'no_answer', 'user_rejected')) AS is_effective,
+        toUInt64(refused) AS is_refused
     FROM {db}.cdrs
     WHERE answered = 0
 )
 GROUP BY app_key, day, service, failure_category, failure_reason;
 
--- The public views: same names and columns as in 0003_views.sql, read from the rollups.
+-- The public views: the names and columns of 0004_kpi_standards.sql, read from the rollups.
+
 CREATE OR REPLACE VIEW {db}.kpi_hourly{on_cluster} AS
 SELECT
     hour,
@@ -218,13 +303,18 @@ SELECT
     service,
     attempts,
     answered,
-    answered / nullIf(attempts, 0) AS asr,
-    ner_numerator / nullIf(attempts, 0) AS ner,
+    answered / nullIf(seizures, 0) AS asr,
+    ner_numerator / nullIf(seizures, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
-    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
+    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
+    pdd_samples,
+    pdd_ms_sum,
+    seizures,
+    refused,
     ner_numerator,
-    attempts - answered AS failed,
+    failed,
     user_busy,
     no_answer,
     user_rejected,
@@ -240,12 +330,24 @@ FROM
 (
     SELECT
         hour, app_key, service,
-        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
-        sum(user_busy) AS user_busy, sum(no_answer) AS no_answer, sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum, sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum, sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q,
+        sum(attempts) AS attempts,
+        sum(answered) AS answered,
+        sum(seizures) AS seizures,
+        sum(refused) AS refused,
+        sum(ner_numerator) AS ner_numerator,
+        sum(failed) AS failed,
+        sum(user_busy) AS user_busy,
+        sum(no_answer) AS no_answer,
+        sum(user_rejected) AS user_rejected,
+        sum(talk_seconds_sum) AS talk_seconds_sum,
+        sum(setup_samples) AS setup_samples,
+        sum(setup_seconds_sum) AS setup_seconds_sum,
+        sum(ring_samples) AS ring_samples,
+        sum(ring_seconds_sum) AS ring_seconds_sum,
+        sum(pdd_samples) AS pdd_samples,
+        sum(pdd_ms_sum) AS pdd_ms_sum,
+        sum(recordings) AS recordings,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
         quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
     FROM {db}.rollup_hourly
     GROUP BY hour, app_key, service
@@ -258,13 +360,18 @@ SELECT
     service,
     attempts,
     answered,
-    answered / nullIf(attempts, 0) AS asr,
-    ner_numerator / nullIf(attempts, 0) AS ner,
+    answered / nullIf(seizures, 0) AS asr,
+    ner_numerator / nullIf(seizures, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
-    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
+    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
+    pdd_samples,
+    pdd_ms_sum,
+    seizures,
+    refused,
     ner_numerator,
-    attempts - answered AS failed,
+    failed,
     user_busy,
     no_answer,
     user_rejected,
@@ -280,12 +387,24 @@ FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service,
-        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
-        sum(user_busy) AS user_busy, sum(no_answer) AS no_answer, sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum, sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum, sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q,
+        sum(attempts) AS attempts,
+        sum(answered) AS answered,
+        sum(seizures) AS seizures,
+        sum(refused) AS refused,
+        sum(ner_numerator) AS ner_numerator,
+        sum(failed) AS failed,
+        sum(user_busy) AS user_busy,
+        sum(no_answer) AS no_answer,
+        sum(user_rejected) AS user_rejected,
+        sum(talk_seconds_sum) AS talk_seconds_sum,
+        sum(setup_samples) AS setup_samples,
+        sum(setup_seconds_sum) AS setup_seconds_sum,
+        sum(ring_samples) AS ring_samples,
+        sum(ring_seconds_sum) AS ring_seconds_sum,
+        sum(pdd_samples) AS pdd_samples,
+        sum(pdd_ms_sum) AS pdd_ms_sum,
+        sum(recordings) AS recordings,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
         quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service
@@ -299,23 +418,52 @@ SELECT
     service_type,
     attempts,
     answered,
-    answered / nullIf(attempts, 0) AS asr,
-    ner_numerator / nullIf(attempts, 0) AS ner,
+    answered / nullIf(seizures, 0) AS asr,
+    ner_numerator / nullIf(seizures, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
-    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
+    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
+    pdd_samples,
+    pdd_ms_sum,
+    seizures,
+    refused,
     ner_numerator,
+    failed,
+    user_busy,
+    no_answer,
+    user_rejected,
     talk_seconds_sum,
     setup_samples,
+    setup_seconds_sum,
+    ring_samples,
+    ring_seconds_sum,
+    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
+    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
     recordings
 FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service, service_type,
-        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
-        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
+        sum(attempts) AS attempts,
+        sum(answered) AS answered,
+        sum(seizures) AS seizures,
+        sum(refused) AS refused,
+        sum(ner_numerator) AS ner_numerator,
+        sum(failed) AS failed,
+        sum(user_busy) AS user_busy,
+        sum(no_answer) AS no_answer,
+        sum(user_rejected) AS user_rejected,
+        sum(talk_seconds_sum) AS talk_seconds_sum,
+        sum(setup_samples) AS setup_samples,
+        sum(setup_seconds_sum) AS setup_seconds_sum,
+        sum(ring_samples) AS ring_samples,
+        sum(ring_seconds_sum) AS ring_seconds_sum,
+        sum(pdd_samples) AS pdd_samples,
+        sum(pdd_ms_sum) AS pdd_ms_sum,
         sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service, service_type
 );
@@ -328,28 +476,52 @@ SELECT
     bind_num,
     attempts,
     answered,
-    answered / nullIf(attempts, 0) AS asr,
-    ner_numerator / nullIf(attempts, 0) AS ner,
+    answered / nullIf(seizures, 0) AS asr,
+    ner_numerator / nullIf(seizures, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
-    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
-    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
+    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
+    pdd_samples,
+    pdd_ms_sum,
+    seizures,
+    refused,
     ner_numerator,
-    attempts - answered AS failed,
+    failed,
+    user_busy,
+    no_answer,
+    user_rejected,
     talk_seconds_sum,
     setup_samples,
+    setup_seconds_sum,
     ring_samples,
     ring_seconds_sum,
+    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
+    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
     recordings
 FROM
 (
     SELECT
         day, app_key, service, bind_num,
-        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
-        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
-        sum(ring_samples) AS ring_samples, sum(ring_seconds_sum) AS ring_seconds_sum,
+        sum(attempts) AS attempts,
+        sum(answered) AS answered,
+        sum(seizures) AS seizures,
+        sum(refused) AS refused,
+        sum(ner_numerator) AS ner_numerator,
+        sum(failed) AS failed,
+        sum(user_busy) AS user_busy,
+        sum(no_answer) AS no_answer,
+        sum(user_rejected) AS user_rejected,
+        sum(talk_seconds_sum) AS talk_seconds_sum,
+        sum(setup_samples) AS setup_samples,
+        sum(setup_seconds_sum) AS setup_seconds_sum,
+        sum(ring_samples) AS ring_samples,
+        sum(ring_seconds_sum) AS ring_seconds_sum,
+        sum(pdd_samples) AS pdd_samples,
+        sum(pdd_ms_sum) AS pdd_ms_sum,
         sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
     FROM {db}.rollup_by_number
     GROUP BY day, app_key, service, bind_num
 );
@@ -363,24 +535,52 @@ SELECT
     bind_num,
     attempts,
     answered,
-    answered / nullIf(attempts, 0) AS asr,
-    ner_numerator / nullIf(attempts, 0) AS ner,
+    answered / nullIf(seizures, 0) AS asr,
+    ner_numerator / nullIf(seizures, 0) AS ner,
     talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(setup_samples = 0, NULL, setup_q[1]) AS pdd_p50_seconds,
-    if(setup_samples = 0, NULL, setup_q[2]) AS pdd_p95_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
+    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
+    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
+    pdd_samples,
+    pdd_ms_sum,
+    seizures,
+    refused,
     ner_numerator,
-    attempts - answered AS failed,
+    failed,
+    user_busy,
+    no_answer,
+    user_rejected,
     talk_seconds_sum,
     setup_samples,
+    setup_seconds_sum,
+    ring_samples,
+    ring_seconds_sum,
+    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
+    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
     recordings
 FROM
 (
     SELECT
         day, app_key, service, subscription_id, bind_num,
-        sum(attempts) AS attempts, sum(answered) AS answered, sum(ner_numerator) AS ner_numerator,
-        sum(talk_seconds_sum) AS talk_seconds_sum, sum(setup_samples) AS setup_samples,
+        sum(attempts) AS attempts,
+        sum(answered) AS answered,
+        sum(seizures) AS seizures,
+        sum(refused) AS refused,
+        sum(ner_numerator) AS ner_numerator,
+        sum(failed) AS failed,
+        sum(user_busy) AS user_busy,
+        sum(no_answer) AS no_answer,
+        sum(user_rejected) AS user_rejected,
+        sum(talk_seconds_sum) AS talk_seconds_sum,
+        sum(setup_samples) AS setup_samples,
+        sum(setup_seconds_sum) AS setup_seconds_sum,
+        sum(ring_samples) AS ring_samples,
+        sum(ring_seconds_sum) AS ring_seconds_sum,
+        sum(pdd_samples) AS pdd_samples,
+        sum(pdd_ms_sum) AS pdd_ms_sum,
         sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(setup_quantiles) AS setup_q
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
+        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
     FROM {db}.rollup_by_binding
     GROUP BY day, app_key, service, subscription_id, bind_num
 );
@@ -393,6 +593,8 @@ SELECT
     failure_category,
     failure_reason,
     sum(calls) AS calls,
-    max(user_caused) AS user_caused
+    max(user_caused) AS user_caused,
+    sum(refused) AS refused,
+    any(failure_source) AS failure_source
 FROM {db}.rollup_failures
 GROUP BY day, app_key, service, failure_category, failure_reason;
