@@ -115,8 +115,8 @@ FROM
             AS end_time,
         fromUnixTimestamp64Micro(toInt64(toUnixTimestamp64Micro(end_time) + 2000000 + cityHash64(n, 'recv') % 5000000), 'UTC')
             AS received_at,
-        concat('+8617000', leftPad(toString(cityHash64(if(privacy, intDiv(n, 20), n), 'x') % 2000), 4, '0'))
-            AS bind_num,
+        if(privacy, concat('+8617000', leftPad(toString(cityHash64(intDiv(n, 20), 'x') % 2000), 4, '0')),
+           concat('+86755280000', leftPad(toString(cityHash64(n, 'x') % 20), 2, '0'))) AS bind_num,
         if(privacy, lower(concat(substring(hex(MD5(toString(intDiv(n, 20) + {seed}))), 1, 8), '-',
                                  substring(hex(MD5(toString(intDiv(n, 20) + {seed}))), 9, 4), '-4',
                                  substring(hex(MD5(toString(intDiv(n, 20) + {seed}))), 14, 3), '-8',
@@ -210,8 +210,8 @@ def quantile_error(client: Client, db: str) -> dict[str, Any]:
         FROM (SELECT day, app_key, service, pdd_p50_seconds AS p50, pdd_p95_seconds AS p95, ring_p95_seconds AS r95
               FROM {db}.kpi_daily) AS r
         INNER JOIN (SELECT toDate(call_time) AS day, app_key, service,
-                           quantileExactInclusive(0.5)(setup_seconds) AS p50,
-                           quantileExactInclusive(0.95)(setup_seconds) AS p95,
+                           quantileExactInclusive(0.5)(pdd_ms) / 1000 AS p50,
+                           quantileExactInclusive(0.95)(pdd_ms) / 1000 AS p95,
                            quantileExactInclusive(0.95)(ring_seconds) AS r95
                     FROM {db}.cdrs FINAL GROUP BY day, app_key, service) AS e
         USING (day, app_key, service)

@@ -294,7 +294,9 @@ FROM
 )
 GROUP BY app_key, day, service, failure_category, failure_reason;
 
--- The public views: the names and columns of 0004_kpi_standards.sql, read from the rollups.
+-- The public views: the names and columns of 0004_kpi_standards.sql, read from the rollups. The views
+-- at the grain of their rollup (by number, by binding: many rows) read it with FINAL, which costs a
+-- scan where the parts are merged; the others re-aggregate a few thousand rows with GROUP BY.
 
 CREATE OR REPLACE VIEW {db}.kpi_hourly{on_cluster} AS
 SELECT
@@ -501,29 +503,14 @@ SELECT
     recordings
 FROM
 (
+    -- one row per key: FINAL merges the parts that still hold the same key as it reads
     SELECT
         day, app_key, service, bind_num,
-        sum(attempts) AS attempts,
-        sum(answered) AS answered,
-        sum(seizures) AS seizures,
-        sum(refused) AS refused,
-        sum(ner_numerator) AS ner_numerator,
-        sum(failed) AS failed,
-        sum(user_busy) AS user_busy,
-        sum(no_answer) AS no_answer,
-        sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum,
-        sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum,
-        sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum,
-        sum(pdd_samples) AS pdd_samples,
-        sum(pdd_ms_sum) AS pdd_ms_sum,
-        sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
-    FROM {db}.rollup_by_number
-    GROUP BY day, app_key, service, bind_num
+        attempts, answered, seizures, refused, ner_numerator, failed,
+        user_busy, no_answer, user_rejected, talk_seconds_sum, setup_samples, setup_seconds_sum,
+        ring_samples, ring_seconds_sum, pdd_samples, pdd_ms_sum, recordings,
+        finalizeAggregation(pdd_quantiles) AS pdd_q, finalizeAggregation(ring_quantiles) AS ring_q
+    FROM {db}.rollup_by_number FINAL
 );
 
 CREATE OR REPLACE VIEW {db}.kpi_by_binding{on_cluster} AS
@@ -560,29 +547,14 @@ SELECT
     recordings
 FROM
 (
+    -- one row per key: FINAL merges the parts that still hold the same key as it reads
     SELECT
         day, app_key, service, subscription_id, bind_num,
-        sum(attempts) AS attempts,
-        sum(answered) AS answered,
-        sum(seizures) AS seizures,
-        sum(refused) AS refused,
-        sum(ner_numerator) AS ner_numerator,
-        sum(failed) AS failed,
-        sum(user_busy) AS user_busy,
-        sum(no_answer) AS no_answer,
-        sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum,
-        sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum,
-        sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum,
-        sum(pdd_samples) AS pdd_samples,
-        sum(pdd_ms_sum) AS pdd_ms_sum,
-        sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
-    FROM {db}.rollup_by_binding
-    GROUP BY day, app_key, service, subscription_id, bind_num
+        attempts, answered, seizures, refused, ner_numerator, failed,
+        user_busy, no_answer, user_rejected, talk_seconds_sum, setup_samples, setup_seconds_sum,
+        ring_samples, ring_seconds_sum, pdd_samples, pdd_ms_sum, recordings,
+        finalizeAggregation(pdd_quantiles) AS pdd_q, finalizeAggregation(ring_quantiles) AS ring_q
+    FROM {db}.rollup_by_binding FINAL
 );
 
 CREATE OR REPLACE VIEW {db}.failure_causes{on_cluster} AS
