@@ -503,12 +503,27 @@ SELECT
     recordings
 FROM
 (
-    -- one row per key: FINAL merges the parts that still hold the same key as it reads
+    -- one row per key: FINAL merges the parts that still hold the same key as it reads (toUInt64:
+    -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, bind_num,
-        attempts, answered, seizures, refused, ner_numerator, failed,
-        user_busy, no_answer, user_rejected, talk_seconds_sum, setup_samples, setup_seconds_sum,
-        ring_samples, ring_seconds_sum, pdd_samples, pdd_ms_sum, recordings,
+        toUInt64(attempts) AS attempts,
+        toUInt64(answered) AS answered,
+        toUInt64(seizures) AS seizures,
+        toUInt64(refused) AS refused,
+        toUInt64(ner_numerator) AS ner_numerator,
+        toUInt64(failed) AS failed,
+        toUInt64(user_busy) AS user_busy,
+        toUInt64(no_answer) AS no_answer,
+        toUInt64(user_rejected) AS user_rejected,
+        toUInt64(talk_seconds_sum) AS talk_seconds_sum,
+        toUInt64(setup_samples) AS setup_samples,
+        toUInt64(setup_seconds_sum) AS setup_seconds_sum,
+        toUInt64(ring_samples) AS ring_samples,
+        toUInt64(ring_seconds_sum) AS ring_seconds_sum,
+        toUInt64(pdd_samples) AS pdd_samples,
+        toUInt64(pdd_ms_sum) AS pdd_ms_sum,
+        toUInt64(recordings) AS recordings,
         finalizeAggregation(pdd_quantiles) AS pdd_q, finalizeAggregation(ring_quantiles) AS ring_q
     FROM {db}.rollup_by_number FINAL
 );
@@ -547,12 +562,27 @@ SELECT
     recordings
 FROM
 (
-    -- one row per key: FINAL merges the parts that still hold the same key as it reads
+    -- one row per key: FINAL merges the parts that still hold the same key as it reads (toUInt64:
+    -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, subscription_id, bind_num,
-        attempts, answered, seizures, refused, ner_numerator, failed,
-        user_busy, no_answer, user_rejected, talk_seconds_sum, setup_samples, setup_seconds_sum,
-        ring_samples, ring_seconds_sum, pdd_samples, pdd_ms_sum, recordings,
+        toUInt64(attempts) AS attempts,
+        toUInt64(answered) AS answered,
+        toUInt64(seizures) AS seizures,
+        toUInt64(refused) AS refused,
+        toUInt64(ner_numerator) AS ner_numerator,
+        toUInt64(failed) AS failed,
+        toUInt64(user_busy) AS user_busy,
+        toUInt64(no_answer) AS no_answer,
+        toUInt64(user_rejected) AS user_rejected,
+        toUInt64(talk_seconds_sum) AS talk_seconds_sum,
+        toUInt64(setup_samples) AS setup_samples,
+        toUInt64(setup_seconds_sum) AS setup_seconds_sum,
+        toUInt64(ring_samples) AS ring_samples,
+        toUInt64(ring_seconds_sum) AS ring_seconds_sum,
+        toUInt64(pdd_samples) AS pdd_samples,
+        toUInt64(pdd_ms_sum) AS pdd_ms_sum,
+        toUInt64(recordings) AS recordings,
         finalizeAggregation(pdd_quantiles) AS pdd_q, finalizeAggregation(ring_quantiles) AS ring_q
     FROM {db}.rollup_by_binding FINAL
 );
@@ -565,8 +595,8 @@ SELECT
     failure_category,
     failure_reason,
     sum(calls) AS calls,
-    max(user_caused) AS user_caused,
+    toUInt8(max(user_caused)) AS user_caused,
     sum(refused) AS refused,
-    any(failure_source) AS failure_source
+    toString(any(failure_source)) AS failure_source
 FROM {db}.rollup_failures
 GROUP BY day, app_key, service, failure_category, failure_reason;
