@@ -5,13 +5,13 @@
 
 Generation is SQL-side: one ``INSERT INTO cdrs SELECT ... FROM numbers(N)`` per million rows, with the
 columns the consumer writes (hashed numbers, Huawei-shaped icid/session ids, times, Q.850 outcomes, a raw
-JSON document per CDR), so the materialized views of 0005_rollups.sql fill the rollups exactly as the
+JSON document per CDR), so the materialized views of 0011_rollups.sql fill the rollups exactly as the
 loader's inserts do. Then ``OPTIMIZE ... FINAL`` on every table (as the parts settle on a server).
 
 Each KPI view is timed (min of ``--repeat`` runs) for one app and one day and for the whole range:
 
 * after  = the views of the migrations (rollups),
-* before = the views of the migrations before 0006_rollups (``cdrs FINAL``, exact quantiles) created in
+* before = the views of the migrations before 0011_rollups (``cdrs FINAL``, exact quantiles) created in
   a second database over the same ``cdrs``: the baseline measured in the same run, on the same data.
 
 It also compares every PDD/ring quantile of ``kpi_daily`` with ``quantileExactInclusive`` over the CDRs
@@ -158,10 +158,11 @@ def generate(client: Client, db: str, calls: int, *, days: int = 30, apps: int =
     return time.perf_counter() - began
 
 
-def create_before_views(client: Client, db: str, rollup_version: int = 6) -> str:
-    """The views the migrations before ``rollup_version`` define (over ``cdrs FINAL``), created in
+def create_before_views(client: Client, db: str) -> str:
+    """The views the migrations before the rollups define (over ``cdrs FINAL``), created in
     ``<db>_before`` over ``<db>.cdrs``; returns that database."""
     before = f"{db}_before"
+    rollup_version = next(m.version for m in discover() if m.name == "rollups")
     statements = [s for m in discover() if m.version < rollup_version for s in render(m.text(), placeholders(db))]
     views = [s for s in statements if re.match(r"CREATE (OR REPLACE )?VIEW ", s)]
     names = [re.match(r"CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?[\w]+\.(\w+)", s).group(1) for s in views]  # type: ignore[union-attr]
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": "chDB (embedded ClickHouse) " + platform.python_version(),
         "elapsed_s": round(time.perf_counter() - began, 1),
         "timing": f"min of {args.repeat} runs, wall clock, after OPTIMIZE FINAL of cdrs and the rollups",
-        "before": "the views of migrations 0003/0004 over cdrs FINAL, exact quantiles, same data, same run",
+        "before": "the views of the migrations before the rollups, over cdrs FINAL, exact quantiles, same data, same run",
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

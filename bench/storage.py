@@ -8,8 +8,8 @@ consumer's CPU path (consumers.pipeline.Pipeline.prepare: normalise, protect, en
 inserts the rows into a fresh embedded store migrated with schemas/migrate.py. After OPTIMIZE FINAL
 (merged parts, as they settle on a server) it reads compressed/uncompressed bytes per table from
 system.parts and the largest columns from system.columns. Baselines in the same run: the raw JSON bodies
-as received, and the same rows in a second database migrated only up to ``--before-version`` (0003: the
-tables as first created, LZ4 everywhere), so the "before" column of the codec table is measured, not
+as received, and the same rows in a second database migrated only up to ``--before-version`` (default: every migration
+before 0010_codecs, LZ4 everywhere), so the "before" column of the codec table is measured, not
 remembered. Writes bench/results/storage.json.
 """
 
@@ -41,7 +41,7 @@ from core import store  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from ingest.envelope import Receipt, raw_record  # noqa: E402
 from ingest.notification import classify  # noqa: E402
-from schemas.migrate import apply_migrations  # noqa: E402
+from schemas.migrate import apply_migrations, discover  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "storage.json"
 TABLES = ("cdrs", "call_events", "number_status")
@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default=None, help="store directory (default: a temporary one)")
-    parser.add_argument("--before-version", type=int, default=3,
-                        help="baseline schema: apply migrations up to this number only (default 3)")
+    codecs = next(m.version for m in discover() if m.name == "codecs")
+    parser.add_argument("--before-version", type=int, default=codecs - 1,
+                        help=f"baseline schema: apply migrations up to this number only (default {codecs - 1})")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_raw_json_gb_per_million_calls": round(body_bytes / calls * 1e6 / 1e9, 3),
         "setup": {
             "seed": args.seed,
-            "engine": "chDB (embedded ClickHouse), codecs of schemas/clickhouse/0004_codecs.sql, after OPTIMIZE FINAL",
+            "engine": "chDB (embedded ClickHouse), codecs of schemas/clickhouse/0010_codecs.sql, after OPTIMIZE FINAL",
             "python": platform.python_version(),
             "elapsed_s": round(elapsed, 1),
             "notes": "one replica; multiply by the replica count for cluster storage. Rows keep the raw "

@@ -55,15 +55,33 @@ def _seconds(start: int | None, end: int | None, note: Enriched) -> int | None:
     return (end - start) // 1000
 
 
-def _service_type(row: dict[str, Any]) -> str:
+MIN_RECORDED_TALK_SECONDS = 3  # the platform records no call shorter than this
+
+
+def service_type_of(row: dict[str, Any]) -> tuple[str, str]:
+    """(service_type, how it was decided) from the fields the CDR carries: the serviceType code; else a
+    forward leg (fwd times or numbers, a non-zero fwdUnaswRsn) means a callback; else TTS or IVR
+    figures mean a notification; else ``unknown``."""
     if row["service"] == "privacy":
-        return "privacy"
+        return "privacy", "privacy"
     code = row["service_type_code"]
     if code in VOICE_SERVICE_TYPES:
-        return VOICE_SERVICE_TYPES[code]
-    if row["fwd_start_time"] is not None or row["fwd_answer_time"] is not None or row["fwd_dst_num"]:
-        return "callback"
-    return "notification" if not code else "unknown"
+        return VOICE_SERVICE_TYPES[code], "serviceType"
+    if (row["fwd_start_time"] is not None or row["fwd_alerting_time"] is not None
+            or row["fwd_answer_time"] is not None or row["fwd_dst_num"] or row["fwd_display_num"]
+            or row["fwd_unasw_rsn"]):
+        return "callback", "fwd_fields"
+    if row["tts_play_times"] or row["tts_trans_duration"] or row["dyn_ivr_path"] or row["dyn_ivr_start_time"]:
+        return "notification", "notification_fields"
+    return "unknown", "none" if not code else "serviceType"
+
+
+def has_recording(row: dict[str, Any]) -> int:
+    """1 when the CDR says a recording exists and the call talked long enough to be recorded."""
+    if row["talk_seconds"] < MIN_RECORDED_TALK_SECONDS:
+        return 0
+    recorded = row["record_flag"] == 1 or row["record_object_name"] or row["record_file_download_url"]
+    return 1 if recorded else 0
 
 
 def _q850(row: dict[str, Any], column: str, source: str, service: str, note: Enriched) -> tuple[int, Code] | None:
@@ -80,7 +98,7 @@ def _q850(row: dict[str, Any], column: str, source: str, service: str, note: Enr
 
 def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
     service = row["service"]
-    service_type = _service_type(row)
+    service_type, row["service_type_source"] = service_type_of(row)
     row["service_type"] = service_type
     fwd_leg = service_type in ("callback", "privacy")
     fwd = _q850(row, "fwd_unasw_rsn", "fwdUnaswRsn", service, note)
@@ -126,8 +144,7 @@ def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
     call_start = min(starts) if starts else None
     row["call_start_time"] = call_start
     row["call_time"] = call_start or end or row["received_at"] // 1000
-    row["has_recording"] = 1 if (row["record_flag"] == 1 or row["record_object_name"]
-                                  or row["record_file_download_url"]) else 0
+    row["has_recording"] = has_recording(row)
 
     outcome = call_outcome(answered, alerting is not None, legs, teardown, sip)
     row["failure_category"] = outcome.category

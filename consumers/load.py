@@ -137,23 +137,32 @@ class ClickHouseSink:
             found[table].add(key)
         return found
 
-    def stored_notifications(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, dict[int, str]]:
+    def stored_notifications(
+        self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000
+    ) -> dict[str, dict[int, tuple[str, str]]]:
         """For each table, the keys of ``wanted`` already stored, with the notification that stored them
-        (a redelivered record finds its own rows: stored, maybe not yet published)."""
-        found: dict[str, dict[int, str]] = {table: {} for table in wanted}
+        (a redelivered record finds its own rows: stored, maybe not yet published) and, for ``cdrs``, the
+        MD5 of the stored ``raw`` (``content_digest``: a CDR under a stored key with other content)."""
+        found: dict[str, dict[int, tuple[str, str]]] = {table: {} for table in wanted}
         for table, keys in wanted.items():
             ordered = sorted(set(keys))
+            digest = "any(hex(MD5(raw)))" if table == "cdrs" else "''"
             for start in range(0, len(ordered), chunk):
                 part = ordered[start:start + chunk]
-                sql = (f"SELECT dedup_key, any(notification_id) FROM {self.database}.{table} "
+                sql = (f"SELECT dedup_key, any(notification_id), {digest} FROM {self.database}.{table} "
                        f"WHERE dedup_key IN ({','.join(map(str, part))}) GROUP BY dedup_key")
-
-                def run(sql: str = sql) -> list[Any]:
-                    with store.locked(self.client):
-                        return list(self.client.query(sql).result_rows)
-                for key, notification_id in _guard(run):
-                    found[table][int(key)] = str(notification_id)
+                for key, notification_id, content in self._rows(sql, {}):
+                    found[table][int(key)] = (str(notification_id), str(content))
         return found
+
+    def stored_raw(self, table: str, keys: Iterable[int]) -> dict[int, str]:
+        """The stored ``raw`` of each key (few keys: the conflicting ones)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        sql = (f"SELECT dedup_key, any(raw) FROM {self.database}.{table} "
+               f"WHERE dedup_key IN ({','.join(map(str, wanted))}) GROUP BY dedup_key")
+        return {int(key): str(raw) for key, raw in self._rows(sql, {})}
 
     def _rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
         def run() -> list[Any]:

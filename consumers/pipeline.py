@@ -20,7 +20,16 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from consumers.decode import Notification, decode_envelope
-from consumers.dedupe import RecentKeys, assign_keys, failure_key, status_transition_keys, unique_in_batch
+from consumers.dedupe import (
+    RecentKeys,
+    assign_keys,
+    conflict_row,
+    content_digest,
+    failure_key,
+    status_transition_keys,
+    unique_cdrs,
+    unique_in_batch,
+)
 from consumers.downstream import DownstreamProducer
 from consumers.enrich import Enriched, assign_legs, enrich_cdr, enrich_event, enrich_status
 from consumers.load import ClickHouseSink
@@ -47,9 +56,11 @@ class Batch:
     failures: list[Failure]
     offsets: dict[Any, int]  # TopicPartition -> next offset to commit
     received: int
+    resolved: bool = False
     stored: bool = False
     published: bool = False
     messages: dict[str, dict[int, Message]] = field(default_factory=dict)  # table -> dedup_key -> record
+    conflicts: list[dict[str, Any]] = field(default_factory=list)  # cdr_conflicts rows
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -172,11 +183,20 @@ class Pipeline:
             m.inconsistent_timestamps.inc(note.inconsistent_timestamps)
         tables = {"cdrs": cdrs, "call_events": events, "number_status": statuses}
         encoded: dict[str, dict[int, Message]] = {}
+        conflicts: list[dict[str, Any]] = []
         encode = self.producer is not None and settings.republish
         for table, rows in tables.items():
             assign_keys(table, rows)  # keys use the numbers as received ...
-            rows, in_batch = unique_in_batch(rows)
-            rows, recent = self.recent.split(table, rows)
+            in_batch = recent = 0
+            if table == "cdrs":
+                rows, in_batch, twins = unique_cdrs(rows)
+                for row, kept in twins:  # one key, other content: the first stays, the other is recorded
+                    conflicts.append(conflict_row(protect_numbers(row, settings), kept["notification_id"],
+                                                  protect_numbers(kept, settings)["raw"]))
+            if table != "number_status":  # a status repeats a state legitimately: see _resolve
+                if table != "cdrs":
+                    rows, in_batch = unique_in_batch(rows)
+                rows, recent = self.recent.split(table, rows)
             protected: list[dict[str, Any]] = []
             for start in range(0, len(rows), _STEP):
                 protected += [protect_numbers(r, settings) for r in rows[start:start + _STEP]]  # ... stored/
@@ -189,7 +209,7 @@ class Pipeline:
                 for start in range(0, len(protected), _STEP):
                     encoded[table].update(messages(table, protected[start:start + _STEP]))
                     yield
-        return Batch(notifications, tables, out.failures, offsets, len(records), messages=encoded)
+        return Batch(notifications, tables, out.failures, offsets, len(records), messages=encoded, conflicts=conflicts)
 
     # --- I/O part ---------------------------------------------------------------------------
     async def deliver(self, batch: Batch) -> None:
@@ -219,6 +239,7 @@ class Pipeline:
         stored = await asyncio.to_thread(sink.stored_notifications, wanted)  # a retriable error: nothing done
         new: dict[str, list[dict[str, Any]]] = {}
         again: dict[str, list[dict[str, Any]]] = {}
+        differing: list[tuple[dict[str, Any], str]] = []
         for table in ROW_TABLES:
             rows = batch.tables[table]
             known = stored.get(table) or {}
@@ -227,8 +248,10 @@ class Pipeline:
                 owner = known.get(row["dedup_key"])
                 if owner is None:
                     new[table].append(row)
-                elif owner == row["notification_id"]:
+                elif owner[0] == row["notification_id"]:
                     again[table].append(row)
+                elif table == "cdrs" and owner[1] and owner[1] != content_digest(row["raw"]):
+                    differing.append((row, owner[0]))
             dropped = len(rows) - len(new[table]) - len(again[table])
             if dropped:
                 self.metrics.discarded.labels("duplicate").inc(dropped)
@@ -236,6 +259,12 @@ class Pipeline:
         def load_all() -> dict[str, tuple[int, list[Any]]]:
             return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
 
+        if differing:
+            raws = await asyncio.to_thread(sink.stored_raw, "cdrs", [r["dedup_key"] for r, _ in differing])
+            batch.conflicts += [conflict_row(r, owner, raws.get(r["dedup_key"], "")) for r, owner in differing]
+        if batch.conflicts:
+            await asyncio.to_thread(self._record_conflicts, batch.conflicts)
+            batch.conflicts = []
         results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
         by_id = {n.id: n for n in batch.notifications}
         for table in ROW_TABLES:
@@ -250,20 +279,30 @@ class Pipeline:
             batch.tables[table] = []
         batch.stored = True
 
+    def _record_conflicts(self, rows: list[dict[str, Any]]) -> None:
+        """Store conflicting CDRs in ``cdr_conflicts`` once each, and count them."""
+        rows, _ = unique_in_batch(rows)
+        known = self.sink.existing_keys("cdr_conflicts", [r["dedup_key"] for r in rows])
+        rows = [r for r in rows if r["dedup_key"] not in known]
+        if rows:
+            self.sink.insert("cdr_conflicts", rows)
+            self.metrics.conflicts.labels("cdrs").inc(len(rows))
+
     async def _resolve(self, batch: Batch) -> None:
         """What needs the stored history: status keys (a repeat of the number's latest state is a
         duplicate, a change is a new row) and callback legs (the session's earliest callout is leg 1).
         The same records give the same result on a retry, after a restart and in a replay."""
         sink = self.sink
         statuses = batch.tables["number_status"]
-        if statuses:
+        if statuses and not batch.resolved:
             exclude = [n.id for n in batch.notifications]  # as if this batch had not been stored before
             latest = await asyncio.to_thread(sink.latest_number_states, [r["number"] for r in statuses], exclude)
             kept = status_transition_keys(statuses, latest)
             if len(kept) < len(statuses):
                 self.metrics.discarded.labels("duplicate").inc(len(statuses) - len(kept))
             batch.tables["number_status"] = kept
-            batch.messages.pop("number_status", None)  # encoded with the provisional keys
+            batch.messages.pop("number_status", None)  # encoded with the state keys
+        batch.resolved = True
         events = batch.tables["call_events"]
         sessions = {r["session_id"] for r in events
                     if r["service"] == "voice" and r["event_type"] != "collectInfo" and r["session_id"]}
@@ -282,7 +321,8 @@ class Pipeline:
             for topic, count in counts.items():
                 self.metrics.sent.labels(topic).inc(count)
         for table, rows in batch.delivered.items():
-            self.recent.add(table, [r["dedup_key"] for r in rows])
+            if table != "number_status":
+                self.recent.add(table, [r["dedup_key"] for r in rows])
         batch.published = True
         batch.messages = {}
         batch.delivered = {}

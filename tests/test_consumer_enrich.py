@@ -74,9 +74,9 @@ def test_privacy_cdrs_use_forward_leg_and_unknown_codes_are_kept() -> None:
     assert [r["service_type"] for r in rows] == ["privacy"] * 3
     assert rows[0]["talk_seconds"] == 94 and rows[0]["has_recording"] == 1
     assert rows[1]["failure_category"] == "no_answer"
-    assert rows[2]["ul_fail_reason_desc"] == "unknown ulFailReason code 8102"
-    assert rows[2]["failure_category"] == "user_busy"  # falls back to Q.850 17
-    assert note.unknown_codes == ["ulFailReason"]
+    assert rows[2]["ul_fail_reason_desc"] == "Callee busy"
+    assert rows[2]["failure_category"] == "user_busy"  # Q.850 17
+    assert note.unknown_codes == []
 
 
 def test_failure_only_in_teardown_and_sip_with_q850_zero() -> None:

@@ -1,4 +1,4 @@
-"""KPI rollups (schemas/clickhouse/0006_rollups.sql) on the real engine: exact, and never counted twice.
+"""KPI rollups (schemas/clickhouse/0011_rollups.sql) on the real engine: exact, and never counted twice.
 
 * Every public view read from the rollups equals, column by column and type by type, the same view
   computed from ``cdrs FINAL`` (the definitions of 0004_kpi_standards.sql), quantiles included.
@@ -23,7 +23,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
 from core import store
 from core.settings import Settings
-from schemas.migrate import apply_migrations, rebuild_rollups
+from schemas.migrate import apply_migrations, discover, rebuild_rollups
 from tests.test_views import CALLS, record
 
 # rollup -> (how many CDRs it counted, how many the CDRs say it should have counted)
@@ -136,11 +136,12 @@ def test_repush_and_replay_never_reach_a_rollup(settings: Settings) -> None:
 def test_migrate_fills_rollups_from_stored_rows_and_rebuild_is_idempotent(settings: Settings) -> None:
     client = store.connect(settings)
     db = settings.clickhouse_database
-    assert "0006_rollups" not in apply_migrations(settings, client, upto=5)
+    rollups = next(m for m in discover() if m.name == "rollups")
+    assert rollups.label not in apply_migrations(settings, client, upto=rollups.version - 1)
     loader = pipeline(settings, client)
     asyncio.run(loader.deliver(loader.prepare([record(c, i, datetime(2024, 3, 13, tzinfo=UTC))
                                                for i, c in enumerate(CALLS)])))
-    assert "0006_rollups" in apply_migrations(settings, client)
+    assert rollups.label in apply_migrations(settings, client)
     assert all(got == want > 0 for got, want in counts(client, db).values()), counts(client, db)
     daily = view_rows(client, db, "kpi_daily")
     for _ in range(2):
