@@ -128,6 +128,7 @@ def measure(settings: Settings) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="2 000 calls (smoke run)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default=None, help="store directory (default: a temporary one)")
     codecs = next(m.version for m in discover() if m.name == "codecs")
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"baseline schema: apply migrations up to this number only (default {codecs - 1})")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
+    if args.quick:
+        args.calls = 2_000
 
     with tempfile.TemporaryDirectory(prefix="callstream-storage-") as tmp:
         data_dir = Path(args.data_dir or tmp)
