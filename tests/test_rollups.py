@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from prometheus_client import CollectorRegistry
 
@@ -99,6 +101,13 @@ def test_retried_insert_reaches_every_rollup_once(settings: Settings) -> None:
         sink.insert("cdrs", rows)
     assert store.query_rows(client, f"SELECT count() FROM {db}.cdrs")[0][0] == len(CALLS)
     assert all(got == want for got, want in counts(client, db).values()), counts(client, db)
+
+
+def test_server_profile_keeps_view_deduplication_on() -> None:
+    users = Path(__file__).resolve().parent.parent / "deploy" / "compose" / "clickhouse" / "users.xml"
+    writer = ElementTree.parse(users).getroot().find("profiles/callstream_writer")
+    assert writer is not None
+    assert writer.findtext("deduplicate_blocks_in_dependent_materialized_views") == "1"
 
 
 def test_without_view_deduplication_a_retry_counts_twice(settings: Settings) -> None:
