@@ -248,6 +248,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             print(f"-- {migration.label}")
             for stmt in statements:
                 print(stmt + ";\n")
+            if not (cluster or settings.clickhouse_cluster):
+                for rollup in rollups(render(migration.text(), values)).values():
+                    print(f"-- backfill of {rollup.target}\nTRUNCATE TABLE {rollup.target};\n"
+                          f"INSERT INTO {rollup.target} {rollup.backfill};\n")
         print("-- retention (applied when it differs from the tables' current TTL)")
         for stmt in retention_statements(settings, cluster):
             print(stmt + ";\n")
