@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("migrate", "schemas.migrate:main", "Apply the versioned ClickHouse DDL in schemas/clickhouse.")
     p.add_argument("--cluster", default=None, help="emit Replicated/Distributed DDL ON CLUSTER NAME")
     p.add_argument("--dry-run", action="store_true", help="print the statements instead of applying them")
+    p.add_argument("--rebuild-rollups", action="store_true",
+                   help="refill the KPI rollups from the stored CDRs (idempotent; stop the loaders first)")
 
     # --- simulate ------------------------------------------------------------------------------
     p = command("simulate", "callstream.simulate:main", "Drive an edge the way the Huawei platform does.")
