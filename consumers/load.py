@@ -117,32 +117,6 @@ class ClickHouseSink:
             found.update(_guard(run))
         return found
 
-    def existing_keys_by_table(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, set[int]]:
-        """``existing_keys`` of several tables in one query (each query has a fixed cost in the engine)."""
-        parts: list[str] = []
-        bound: dict[str, Any] = {}
-        for table, keys in wanted.items():
-            keys = sorted(set(keys))
-            if len(keys) > chunk:
-                return {t: self.existing_keys(t, k, chunk) for t, k in wanted.items()}
-            if not keys:
-                continue
-            n = len(parts)
-            bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(keys)
-            parts.append(f"SELECT {{t{n}:String}}, dedup_key FROM {self.database}.{table} "
-                         f"WHERE dedup_key IN {{k{n}:Array(UInt64)}}")
-        found: dict[str, set[int]] = {table: set() for table in wanted}
-        if not parts:
-            return found
-        sql = " UNION ALL ".join(parts)
-
-        def run() -> list[Any]:
-            with store.locked(self.client):
-                return list(self.client.query(sql, parameters=bound).result_rows)
-        for table, key in _guard(run):
-            found[table].add(key)
-        return found
-
     def stored_notifications(self, wanted: Mapping[str, Iterable[int]]) -> dict[str, dict[int, tuple[str, str]]]:
         """For each table, the keys of ``wanted`` already stored, with the notification that stored them
         (a redelivered record finds its own rows: stored, maybe not yet published) and, for ``cdrs``, the

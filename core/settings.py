@@ -13,11 +13,11 @@ import difflib
 import ipaddress
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -79,6 +79,11 @@ def parse_app_credentials(text: str) -> dict[str, str]:
     return apps
 
 
+_LIST_PARSERS: dict[str, Callable[[str], tuple[Any, ...]]] = {
+    "edge_allow_cidrs": lambda text: tuple(parse_cidrs(text)),
+    "number_protection": parse_number_protection,
+    "auth_schemes": lambda text: tuple(_items(text)),
+}
 DEFAULT_NUMBER_PROTECTION = "caller_num=hash,callee_num=hash,fwd_dst_num=hash,caller=hash,called=hash,embedded=hash"
 
 
@@ -210,20 +215,11 @@ class Settings(BaseSettings):
         default="", description="JSON object answered (200) when the upstream misses the deadline or fails"
     )
 
-    @field_validator("edge_allow_cidrs", mode="before")
+    @field_validator("edge_allow_cidrs", "number_protection", "auth_schemes", mode="before")
     @classmethod
-    def _cidrs(cls, value: object) -> object:
-        return tuple(parse_cidrs(value)) if isinstance(value, str) else value
-
-    @field_validator("number_protection", mode="before")
-    @classmethod
-    def _protection(cls, value: object) -> object:
-        return parse_number_protection(value) if isinstance(value, str) else value
-
-    @field_validator("auth_schemes", mode="before")
-    @classmethod
-    def _schemes(cls, value: object) -> object:
-        return tuple(_items(value)) if isinstance(value, str) else value
+    def _parse_list(cls, value: object, info: ValidationInfo) -> object:
+        """A comma-separated variable becomes its typed tuple here, so a bad entry fails when built."""
+        return _LIST_PARSERS[str(info.field_name)](value) if isinstance(value, str) else value
 
     @field_validator("auth", mode="before")
     @classmethod
