@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from callstream.sql import run_sql
 from consumers.decode import decode_envelope
+from consumers.dedupe import status_key
 from consumers.prepare import State, prepare_notifications
 from core.credentials import read_stack_file
 from core.errors import NormaliseError
@@ -194,11 +195,16 @@ def _chunks(values: list[Any], size: int = KEY_CHUNK) -> Iterable[list[Any]]:
 
 
 def stored_keys(settings: Settings, table: str, keys: Iterable[int]) -> set[int]:
+    """The ``keys`` found in ``table``. An X-number status is expected under its state key and is
+    accounted for when that state is stored for the number (as its own row or as a later change)."""
     db = settings.clickhouse_database
     found: set[int] = set()
     for part in _chunks(sorted(set(keys))):
         sql = f"SELECT DISTINCT dedup_key FROM {db}.{table} WHERE dedup_key IN {{keys:Array(UInt64)}}"
         found.update(int(r[0]) for r in _rows(settings, sql, {"keys": part}))
+    if table == "number_status":
+        states = _rows(settings, f"SELECT DISTINCT number, status, cause FROM {db}.number_status")
+        found |= {status_key({"number": n, "status": s, "cause": c}) for n, s, c in states} & set(keys)
     return found
 
 

@@ -4,13 +4,12 @@ CDR: ``<column>_desc`` for fwdUnaswRsn / callOutUnaswRsn (+ Q.850 class), ulFail
 ``failure_category`` / ``failure_reason`` / ``failure_source`` / ``refused`` (``consumers.outcome``: the
 cause that explains the outcome, by a fixed precedence); answered, talk_seconds, ring_seconds,
 setup_seconds, pdd_ms (RFC 6076), service_type, call_start_time, call_time, has_recording.
-Event: state_code_desc, failure_category (disconnect only), event_seq, leg. Status: status/cause
+Event: state_code_desc, failure_category (disconnect only), event_seq, leg (``assign_legs``). Status: status/cause
 descriptions, available, receipt_day. Unknown codes are kept, described, and reported in ``Enriched``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -56,15 +55,33 @@ def _seconds(start: int | None, end: int | None, note: Enriched) -> int | None:
     return (end - start) // 1000
 
 
-def _service_type(row: dict[str, Any]) -> str:
+MIN_RECORDED_TALK_SECONDS = 3  # the platform records no call shorter than this
+
+
+def service_type_of(row: dict[str, Any]) -> tuple[str, str]:
+    """(service_type, how it was decided) from the fields the CDR carries: the serviceType code; else a
+    forward leg (fwd times or numbers, a non-zero fwdUnaswRsn) means a callback; else TTS or IVR
+    figures mean a notification; else ``unknown``."""
     if row["service"] == "privacy":
-        return "privacy"
+        return "privacy", "privacy"
     code = row["service_type_code"]
     if code in VOICE_SERVICE_TYPES:
-        return VOICE_SERVICE_TYPES[code]
-    if row["fwd_start_time"] is not None or row["fwd_answer_time"] is not None or row["fwd_dst_num"]:
-        return "callback"
-    return "notification" if not code else "unknown"
+        return VOICE_SERVICE_TYPES[code], "serviceType"
+    if (row["fwd_start_time"] is not None or row["fwd_alerting_time"] is not None
+            or row["fwd_answer_time"] is not None or row["fwd_dst_num"] or row["fwd_display_num"]
+            or row["fwd_unasw_rsn"]):
+        return "callback", "fwd_fields"
+    if row["tts_play_times"] or row["tts_trans_duration"] or row["dyn_ivr_path"] or row["dyn_ivr_start_time"]:
+        return "notification", "notification_fields"
+    return "unknown", "none" if not code else "serviceType"
+
+
+def has_recording(row: dict[str, Any]) -> int:
+    """1 when the CDR says a recording exists and the call talked long enough to be recorded."""
+    if row["talk_seconds"] < MIN_RECORDED_TALK_SECONDS:
+        return 0
+    recorded = row["record_flag"] == 1 or row["record_object_name"] or row["record_file_download_url"]
+    return 1 if recorded else 0
 
 
 def _q850(row: dict[str, Any], column: str, source: str, service: str, note: Enriched) -> tuple[int, Code] | None:
@@ -81,7 +98,7 @@ def _q850(row: dict[str, Any], column: str, source: str, service: str, note: Enr
 
 def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
     service = row["service"]
-    service_type = _service_type(row)
+    service_type, row["service_type_source"] = service_type_of(row)
     row["service_type"] = service_type
     fwd_leg = service_type in ("callback", "privacy")
     fwd = _q850(row, "fwd_unasw_rsn", "fwdUnaswRsn", service, note)
@@ -127,8 +144,7 @@ def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
     call_start = min(starts) if starts else None
     row["call_start_time"] = call_start
     row["call_time"] = call_start or end or row["received_at"] // 1000
-    row["has_recording"] = 1 if (row["record_flag"] == 1 or row["record_object_name"]
-                                  or row["record_file_download_url"]) else 0
+    row["has_recording"] = has_recording(row)
 
     outcome = call_outcome(answered, alerting is not None, legs, teardown, sip)
     row["failure_category"] = outcome.category
@@ -143,26 +159,37 @@ def enrich_cdr(row: dict[str, Any], note: Enriched) -> None:
     row["pdd_ms"] = pdd
 
 
-class LegTracker:
-    """Voice callback legs: the first called number of a session is leg 1, another one is leg 2."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._first_called: OrderedDict[str, str] = OrderedDict()
-
-    def leg(self, session_id: str, called: str) -> int:
-        if not session_id or not called:
-            return 1
-        first = self._first_called.get(session_id)
-        if first is None:
-            self._first_called[session_id] = called
-            if len(self._first_called) > self.capacity:
-                self._first_called.popitem(last=False)
-            return 1
-        return 1 if first == called else 2
+LegOrder = tuple[int, int]  # (event time ms, receipt us): which callout came first
 
 
-def enrich_event(row: dict[str, Any], note: Enriched, legs: LegTracker | None = None) -> None:
+def event_order(row: dict[str, Any]) -> LegOrder:
+    return row["event_time"], row["received_at"]
+
+
+def assign_legs(rows: list[dict[str, Any]], first: dict[str, tuple[LegOrder, str]]) -> list[dict[str, Any]]:
+    """Voice callback legs from the records: the number called by the session's earliest ``callout``
+    (by event time, then receipt; stored ones in ``first``, updated here) is leg 1, any other number
+    leg 2. Returns the rows whose leg changed. The same events give the same legs in any process."""
+    for row in rows:
+        if row["event_type"] == "callout" and row["service"] == "voice" and row["session_id"]:
+            order = event_order(row)
+            known = first.get(row["session_id"])
+            if known is None or order < known[0]:
+                first[row["session_id"]] = (order, row["called"])
+    changed = []
+    for row in rows:
+        if row["service"] != "voice" or row["event_type"] == "collectInfo" or not row["session_id"]:
+            continue
+        known = first.get(row["session_id"])
+        leg = 1 if known is None or not row["called"] or known[1] == row["called"] else 2
+        if leg != row["leg"]:
+            row["leg"] = leg
+            changed.append(row)
+    return changed
+
+
+def enrich_event(row: dict[str, Any], note: Enriched) -> None:
+    """Describe one event; ``leg`` starts at 1 (``assign_legs`` sets the callback legs)."""
     event_type = row["event_type"]
     row["event_seq"] = EVENT_SEQ.get(event_type, 255)
     ts = row["timestamp"]
@@ -175,10 +202,7 @@ def enrich_event(row: dict[str, Any], note: Enriched, legs: LegTracker | None = 
         entry = lookup("stateCode", row["service"], code, note)
         row["state_code_desc"] = entry.description
         row["failure_category"] = entry.category
-    if legs is not None and row["service"] == "voice" and event_type != "collectInfo":
-        row["leg"] = legs.leg(row["session_id"], row["called"])
-    else:
-        row["leg"] = 1
+    row["leg"] = 1
 
 
 _days: dict[int, date] = {}

@@ -16,7 +16,7 @@ from clickhouse_connect.driver import options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error, OperationalError
 
-from consumers.dedupe import insert_token
+from consumers.dedupe import NumberState, insert_token
 from core import store
 from core.errors import StoreError, StoreRejected, StoreUnavailable
 
@@ -141,11 +141,12 @@ class ClickHouseSink:
             found[table].add(key)
         return found
 
-    def stored_notifications(self, wanted: Mapping[str, Iterable[int]]) -> dict[str, dict[int, str]]:
+    def stored_notifications(self, wanted: Mapping[str, Iterable[int]]) -> dict[str, dict[int, tuple[str, str]]]:
         """For each table, the keys of ``wanted`` already stored, with the notification that stored them
-        (a redelivered record finds its own rows: stored, maybe not yet published). One query for every
-        table (each query has a fixed cost in the engine); the keys are bound values, so any number fits."""
-        found: dict[str, dict[int, str]] = {table: {} for table in wanted}
+        (a redelivered record finds its own rows: stored, maybe not yet published) and, for ``cdrs``, the
+        MD5 of the stored ``raw`` (``content_digest``: a CDR under a stored key with other content). One
+        query for every table (each query has a fixed cost in the engine); the keys are bound values."""
+        found: dict[str, dict[int, tuple[str, str]]] = {table: {} for table in wanted}
         parts: list[str] = []
         bound: dict[str, Any] = {}
         for table, keys in wanted.items():
@@ -154,8 +155,9 @@ class ClickHouseSink:
                 continue
             n = len(parts)
             bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(ordered)
-            parts.append(f"SELECT {{t{n}:String}}, dedup_key, any(notification_id) FROM {self.database}.{table} "
-                         f"WHERE dedup_key IN {{k{n}:Array(UInt64)}} GROUP BY dedup_key")
+            digest = "any(hex(MD5(raw)))" if table == "cdrs" else "''"
+            parts.append(f"SELECT {{t{n}:String}}, dedup_key, any(notification_id), {digest} "
+                         f"FROM {self.database}.{table} WHERE dedup_key IN {{k{n}:Array(UInt64)}} GROUP BY dedup_key")
         if not parts:
             return found
         sql = " UNION ALL ".join(parts)
@@ -163,9 +165,49 @@ class ClickHouseSink:
         def run() -> list[Any]:
             with store.locked(self.client):
                 return list(self.client.query(sql, parameters=bound).result_rows)
-        for table, key, notification_id in _guard(run):
-            found[table][int(key)] = str(notification_id)
+        for table, key, notification_id, content in _guard(run):
+            found[table][int(key)] = (str(notification_id), str(content))
         return found
+
+    def stored_raw(self, table: str, keys: Iterable[int]) -> dict[int, str]:
+        """The stored ``raw`` of each key (few keys: the conflicting ones)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        sql = (f"SELECT dedup_key, any(raw) FROM {self.database}.{table} "
+               "WHERE dedup_key IN {keys:Array(UInt64)} GROUP BY dedup_key")
+        return {int(key): str(raw) for key, raw in self._rows(sql, {"keys": store.uint64_array(wanted)})}
+
+    def _rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
+        def run() -> list[Any]:
+            with store.locked(self.client):
+                return list(self.client.query(sql, parameters=parameters).result_rows)
+        return _guard(run)  # type: ignore[no-any-return]
+
+    def latest_number_states(self, numbers: Iterable[str], exclude: Iterable[str] = ()) -> dict[str, NumberState]:
+        """Each number's latest stored status row (by receipt) and its count of state changes, leaving
+        out the rows of the notifications in ``exclude`` (the batch being delivered, if it was before)."""
+        wanted = sorted(set(numbers))
+        if not wanted:
+            return {}
+        sql = (f"SELECT number, argMax(tuple(status, cause, dedup_key), tuple(received_at, loaded_at)), "
+               f"uniqExact(dedup_key) FROM {self.database}.number_status "
+               "WHERE number IN {numbers:Array(String)} AND notification_id NOT IN {exclude:Array(String)} "
+               "GROUP BY number")
+        rows = self._rows(sql, {"numbers": wanted, "exclude": sorted(set(exclude)) or [""]})
+        return {str(number): NumberState(latest[0], latest[1], int(latest[2]), int(changes))
+                for number, latest, changes in rows}
+
+    def first_callouts(self, session_ids: Iterable[str]) -> dict[str, tuple[tuple[int, int], str]]:
+        """Per session, the earliest stored ``callout`` event: ((event time ms, receipt us), called)."""
+        wanted = sorted(set(session_ids))
+        if not wanted:
+            return {}
+        sql = ("SELECT session_id, min(tuple(toUnixTimestamp64Milli(event_time), toUnixTimestamp64Micro(received_at), "
+               f"called)) FROM {self.database}.call_events "
+               "WHERE session_id IN {sessions:Array(String)} AND event_type = 'callout' GROUP BY session_id")
+        return {str(session): ((int(first[0]), int(first[1])), str(first[2]))
+                for session, first in self._rows(sql, {"sessions": wanted})}
 
     def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:
         """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse.

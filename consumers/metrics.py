@@ -45,8 +45,13 @@ class ConsumerMetrics:
         )
         self.inconsistent_timestamps = Counter(
             "callstream_consumer_inconsistent_timestamps_total",
-            "Derived durations clamped to 0 because end came before start",
+            "Derived durations left empty (no sample) because the times contradict each other",
             registry=registry,
+        )
+        self.conflicts = Counter(
+            "callstream_consumer_conflicting_records_total",
+            "Records under a stored business key with other content (the stored one stays; see cdr_conflicts)",
+            ["table"], registry=registry,
         )
         self.batch_seconds = Histogram(
             "callstream_consumer_batch_duration_seconds", "Poll-to-commit time of one batch",

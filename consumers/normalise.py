@@ -60,6 +60,10 @@ CDR_FIELDS: dict[str, tuple[str, str]] = {
     "hostName": ("host_name", STR),
     "userData": ("user_data", STR),
     "mptyId": ("mpty_id", STR),
+    "createMptyTime": ("create_mpty_time", TIME),
+    "joinMptyTime": ("join_mpty_time", TIME),
+    "extendNum": ("extend_num", STR),
+    "voiceCheckType": ("voice_check_type", INT),
 }
 
 EVENT_FIELDS: dict[str, tuple[str, str]] = {

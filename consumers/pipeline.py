@@ -20,7 +20,8 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from consumers.dedupe import failure_key, unique_in_batch
+from consumers.dedupe import conflict_row, content_digest, failure_key, status_transition_keys, unique_in_batch
+from consumers.enrich import assign_legs
 from consumers.downstream import DownstreamProducer
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
@@ -40,6 +41,7 @@ class Batch(Prepared):
     """A prepared batch being delivered; ``stored``, ``delivered`` (the stored rows, to publish) and
     ``published`` survive retries of ``deliver``."""
 
+    resolved: bool = False
     stored: bool = False
     published: bool = False
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -178,12 +180,14 @@ class Pipeline:
         between store and publish) is not inserted again but still published. A row the store refuses
         becomes a failure (quarantined, never published)."""
         sink = self.sink
-        wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
         began = time.perf_counter()
+        await self._resolve(batch)
+        wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
         stored = await asyncio.to_thread(sink.stored_notifications, wanted)  # a retriable error: nothing done
         self.metrics.add_stage_seconds({"lookup": time.perf_counter() - began})
         new: dict[str, list[dict[str, Any]]] = {}
         again: dict[str, list[dict[str, Any]]] = {}
+        differing: list[tuple[dict[str, Any], str]] = []
         for table in ROW_TABLES:
             rows = batch.tables[table]
             known = stored.get(table) or {}
@@ -192,8 +196,10 @@ class Pipeline:
                 owner = known.get(row["dedup_key"])
                 if owner is None:
                     new[table].append(row)
-                elif owner == row["notification_id"]:
+                elif owner[0] == row["notification_id"]:
                     again[table].append(row)
+                elif table == "cdrs" and owner[1] and owner[1] != content_digest(row["raw"]):
+                    differing.append((row, owner[0]))
             dropped = len(rows) - len(new[table]) - len(again[table])
             if dropped:
                 self.metrics.discarded.labels("duplicate").inc(dropped)
@@ -201,6 +207,12 @@ class Pipeline:
         def load_all() -> dict[str, tuple[int, list[Any]]]:
             return {t: sink.insert_isolating(t, new[t]) for t in ROW_TABLES if new[t]}
 
+        if differing:
+            raws = await asyncio.to_thread(sink.stored_raw, "cdrs", [r["dedup_key"] for r, _ in differing])
+            batch.conflicts += [conflict_row(r, owner, raws.get(r["dedup_key"], "")) for r, owner in differing]
+        if batch.conflicts:
+            await asyncio.to_thread(self._record_conflicts, batch.conflicts)
+            batch.conflicts = []
         began = time.perf_counter()
         results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
         self.metrics.add_stage_seconds({"insert": time.perf_counter() - began})
@@ -217,6 +229,39 @@ class Pipeline:
             batch.tables[table] = []
         batch.stored = True
 
+    def _record_conflicts(self, rows: list[dict[str, Any]]) -> None:
+        """Store conflicting CDRs in ``cdr_conflicts`` once each, and count them."""
+        rows, _ = unique_in_batch(rows)
+        known = self.sink.existing_keys("cdr_conflicts", [r["dedup_key"] for r in rows])
+        rows = [r for r in rows if r["dedup_key"] not in known]
+        if rows:
+            self.sink.insert("cdr_conflicts", rows)
+            self.metrics.conflicts.labels("cdrs").inc(len(rows))
+
+    async def _resolve(self, batch: Batch) -> None:
+        """What needs the stored history: status keys (a repeat of the number's latest state is a
+        duplicate, a change is a new row) and callback legs (the session's earliest callout is leg 1).
+        The same records give the same result on a retry, after a restart and in a replay."""
+        sink = self.sink
+        statuses = batch.tables["number_status"]
+        if statuses and not batch.resolved:
+            exclude = [n.id for n in batch.notifications]  # as if this batch had not been stored before
+            latest = await asyncio.to_thread(sink.latest_number_states, [r["number"] for r in statuses], exclude)
+            kept = status_transition_keys(statuses, latest)
+            if len(kept) < len(statuses):
+                self.metrics.discarded.labels("duplicate").inc(len(statuses) - len(kept))
+            batch.tables["number_status"] = kept
+            batch.messages.pop("number_status", None)  # encoded with the state keys
+        batch.resolved = True
+        events = batch.tables["call_events"]
+        sessions = {r["session_id"] for r in events
+                    if r["service"] == "voice" and r["event_type"] != "collectInfo" and r["session_id"]}
+        if sessions:
+            first = await asyncio.to_thread(sink.first_callouts, sessions)
+            encoded = batch.messages.get("call_events", {})
+            for row in assign_legs(events, first):
+                encoded.pop(row["dedup_key"], None)
+
     async def _publish(self, batch: Batch) -> None:
         """Publish the stored rows downstream (once per batch), then remember their keys."""
         if self.producer is not None and self.settings.republish:
@@ -226,7 +271,8 @@ class Pipeline:
             for topic, count in counts.items():
                 self.metrics.sent.labels(topic).inc(count)
         for table, rows in batch.delivered.items():
-            self.recent.add(table, [r["dedup_key"] for r in rows])
+            if table != "number_status":  # a status key may come back legitimately (see _resolve)
+                self.recent.add(table, [r["dedup_key"] for r in rows])
         batch.published = True
         batch.messages = {}
         batch.delivered = {}

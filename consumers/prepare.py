@@ -4,7 +4,8 @@
 
 The consumer (``consumers.pipeline``), ``callstream reconcile`` and the tests all call ``prepare``;
 delivering the result (look up stored keys, publish, insert, commit) is the pipeline's business.
-What outlives one batch (the recent-key cache, the voice legs seen so far) is passed in as ``State``;
+What outlives one batch (the recent-key cache) is passed in as ``State``; legs and status keys need the
+stored history and are the deliverer's (``Pipeline._resolve``);
 what a batch noticed (unknown codes, invalid values, duplicates) comes back in ``Prepared.notes`` for
 the caller to count, and the time each stage took in ``Prepared.seconds``.
 
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumers.decode import Notification, decode_envelope
-from consumers.dedupe import RecentKeys, assign_keys, unique_in_batch
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.dedupe import RecentKeys, assign_keys, conflict_row, unique_cdrs, unique_in_batch
+from consumers.enrich import Enriched, enrich_cdr, enrich_event, enrich_status
 from consumers.normalise import Failure, Normalised, normalise_body, parse_body
 from consumers.protect import protect_numbers
 from consumers.republish import Message, messages
@@ -50,15 +51,13 @@ class RawRecord(Protocol):
 
 @dataclass
 class State:
-    """What outlives one batch: keys loaded recently (``recent.add`` is the deliverer's, once stored)
-    and the first called number of each voice session (legs)."""
+    """What outlives one batch: keys loaded recently (``recent.add`` is the deliverer's, once stored)."""
 
     recent: RecentKeys = field(default_factory=lambda: RecentKeys(0))
-    legs: LegTracker = field(default_factory=LegTracker)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> State:
-        return cls(RecentKeys(settings.dedup_cache_keys, settings.dedup_cache_bytes), LegTracker())
+        return cls(RecentKeys(settings.dedup_cache_keys, settings.dedup_cache_bytes))
 
 
 @dataclass
@@ -82,6 +81,7 @@ class Prepared:
     offsets: dict[Any, int]  # (topic, partition) -> next offset to commit
     received: int
     messages: dict[str, dict[int, Message]] = field(default_factory=dict)  # table -> dedup_key -> record
+    conflicts: list[dict[str, Any]] = field(default_factory=list)  # cdr_conflicts rows (same key, other content)
     notes: Notes = field(default_factory=Notes)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> CPU-bound wall time
 
@@ -181,9 +181,8 @@ def _rows(
     note = Enriched(unknown_codes=notes.unknown_codes)
     for row in out.cdrs:
         enrich_cdr(row, note)
-    legs = state.legs
     for row in out.events:
-        enrich_event(row, note, legs)
+        enrich_event(row, note)
     for row in out.statuses:
         enrich_status(row, note)
     notes.inconsistent_timestamps += note.inconsistent_timestamps
@@ -195,10 +194,18 @@ def _rows(
     for table in ROW_TABLES:
         rows = by_table.pop(table)
         began = clock()
-        assign_keys(table, rows)  # keys and legs use the numbers as received ...
+        assign_keys(table, rows)  # keys use the numbers as received ...
         began = lap("keys", began)
-        rows, in_batch = unique_in_batch(rows)
-        rows, recent = state.recent.split(table, rows)
+        in_batch = recent = 0
+        if table == "cdrs":
+            rows, in_batch, twins = unique_cdrs(rows)
+            for row, kept in twins:  # one key, other content: the first stays, the other is recorded
+                prepared.conflicts.append(conflict_row(protect_numbers(row, settings), kept["notification_id"],
+                                                       protect_numbers(kept, settings)["raw"]))
+        elif table == "call_events":
+            rows, in_batch = unique_in_batch(rows)
+        if table != "number_status":  # a status repeats a state legitimately: see Pipeline._resolve
+            rows, recent = state.recent.split(table, rows)
         notes.duplicates += in_batch + recent
         lap("dedupe", began)
         for start in range(0, len(rows), _STEP):
@@ -208,7 +215,8 @@ def _rows(
             lap("protect", began)
             yield
         tables[table] = rows
-        if encode:  # the downstream records, off the delivery's path
+        if encode and table != "number_status":  # the downstream records, off the delivery's path (a
+            # status key is final only once the deliverer saw the number's stored history)
             encoded: dict[int, Message] = {}
             for start in range(0, len(rows), _STEP):
                 began = clock()

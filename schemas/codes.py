@@ -71,11 +71,12 @@ _SIP_CATEGORY = {
     0: "normal",
     486: "user_busy", 600: "user_busy",
     408: "no_answer",
-    603: "user_rejected",
+    603: "user_rejected", 607: "user_rejected",
     487: "caller_abandoned",
     404: "unreachable", 410: "unreachable", 480: "unreachable", 484: "unreachable", 485: "unreachable",
     604: "unreachable",
-    401: "control", 402: "control", 403: "control", 407: "control",
+    401: "control", 402: "control", 403: "control", 407: "control", 433: "control", 470: "control",
+    608: "control",
 }
 _VOICE_HANGUP = {
     0: "normal", 8017: "normal",
@@ -128,6 +129,7 @@ _PRIVACY_TEARDOWN = {
     7505: "network_failure", 7506: "network_failure", 7508: "network_failure",
     8002: "unreachable", 8100: "unreachable",
     8003: "no_answer", 8035: "no_answer", 8101: "no_answer",
+    8102: "user_busy",
 }
 
 
@@ -138,7 +140,9 @@ def _q850_category(code: int, cause_class: str) -> str:
 
 
 def _sip_category(code: int) -> str:
-    return _SIP_CATEGORY.get(code, "network_failure")
+    if code in _SIP_CATEGORY:
+        return _SIP_CATEGORY[code]
+    return "normal" if 100 <= code < 300 else "network_failure"  # 1xx/2xx are no failure; 3xx, 4xx-6xx
 
 
 def _read(name: str) -> list[dict[str, str]]:

@@ -9,7 +9,7 @@ import pytest
 
 from consumers.decode import Notification
 from consumers.dedupe import RecentKeys, assign_keys, insert_token, unique_in_batch
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, assign_legs, enrich_cdr, enrich_event, enrich_status
 from consumers.normalise import normalise
 from schemas.codes import CATEGORIES, CODES_DIR, describe
 from tests.conftest import sample_bytes
@@ -74,9 +74,9 @@ def test_privacy_cdrs_use_forward_leg_and_unknown_codes_are_kept() -> None:
     assert [r["service_type"] for r in rows] == ["privacy"] * 3
     assert rows[0]["talk_seconds"] == 94 and rows[0]["has_recording"] == 1
     assert rows[1]["failure_category"] == "no_answer"
-    assert rows[2]["ul_fail_reason_desc"] == "unknown ulFailReason code 8102"
-    assert rows[2]["failure_category"] == "user_busy"  # falls back to Q.850 17
-    assert note.unknown_codes == ["ulFailReason"]
+    assert rows[2]["ul_fail_reason_desc"] == "Callee busy"
+    assert rows[2]["failure_category"] == "user_busy"  # Q.850 17
+    assert note.unknown_codes == []
 
 
 def test_failure_only_in_teardown_and_sip_with_q850_zero() -> None:
@@ -110,9 +110,10 @@ def test_events_statuses_and_callback_legs() -> None:
           for i, n in enumerate(names)]
     ns.append(Notification("s", 1_710_209_704_000_000, "privacy", "/", "", "a", sample_bytes("privacy_x_numstatus.json")))
     out = normalise(ns)
-    legs, note = LegTracker(), Enriched()
+    note = Enriched()
     for row in out.events:
-        enrich_event(row, note, legs)
+        enrich_event(row, note)
+    assign_legs(out.events, {})
     for row in out.statuses:
         enrich_status(row, note)
     assert [(r["event_seq"], r["leg"]) for r in out.events] == [(1, 1), (3, 1), (5, 2), (5, 1)]

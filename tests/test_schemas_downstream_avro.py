@@ -12,7 +12,7 @@ import pytest
 
 from consumers.decode import Notification
 from consumers.dedupe import assign_keys
-from consumers.enrich import Enriched, LegTracker, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, enrich_cdr, enrich_event, enrich_status
 from consumers.normalise import normalise
 from consumers.republish import ROUTES, to_message
 from schemas.avro_codec import AVRO_DIR, decode
@@ -25,11 +25,11 @@ def enriched_rows() -> dict[str, list[dict[str, Any]]]:
     ns = [Notification(p.stem, 1_710_209_704_000_000, "privacy" if p.name.startswith("privacy") else "voice",
                        "/", "", "k", p.read_bytes()) for p in sample_paths()]
     out = normalise(ns)
-    note, legs = Enriched(), LegTracker()
+    note = Enriched()
     for r in out.cdrs:
         enrich_cdr(r, note)
     for r in out.events:
-        enrich_event(r, note, legs)
+        enrich_event(r, note)
     for r in out.statuses:
         enrich_status(r, note)
     tables = {"cdrs": out.cdrs, "call_events": out.events, "number_status": out.statuses}
