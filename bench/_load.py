@@ -29,7 +29,9 @@ if str(ROOT) not in sys.path:
 from ingest.auth import sign_headers
 
 SAMPLES = ROOT / "tests" / "samples"
-BENCH_APPS = {"voice": ("bench-voice-app", "bench-voice-secret"), "privacy": ("bench-privacy-app", "bench-privacy-secret")}
+# the appKeys the sample bodies name (tests/samples): the edge refuses a body naming another app (403)
+BENCH_APPS = {"voice": ("a1B2c3D4e5F6g7H8i9J0k1L2m3N4", "bench-voice-secret"),
+              "privacy": ("Z9y8X7w6V5u4T3s2R1q0P9o8N7m6", "bench-privacy-secret")}
 PUBLIC_BASE_URL = "http://bench.local"
 
 

@@ -41,6 +41,7 @@ from bench._memory import RssSampler  # noqa: E402
 from core.broker import EmbeddedBroker  # noqa: E402
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from schemas import ROW_TABLES  # noqa: E402
 from schemas.avro_codec import decode, encode  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "consumer.json"
@@ -171,7 +172,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
 
     def loaded() -> float:
         return sum(registry.get_sample_value("callstream_consumer_loaded_events_total", {"table": t}) or 0
-                   for t in ("cdrs", "call_events", "number_status"))
+                   for t in ROW_TABLES)
 
     from schemas.migrate import apply_migrations
 

@@ -2,7 +2,8 @@
 
     python bench/edge.py [--quick]
 
-Starts an EmbeddedBroker, then (a) a bare Starlette JSON handler (parse the body, answer {}) and (b) the
+Starts an EmbeddedBroker (``--broker memory``, the default; ``durable`` = Tansu on the local S3 store as
+``callstream up`` runs it; ``both`` = both in the same run, edge_durable beside edge), then (a) a bare Starlette JSON handler (parse the body, answer {}) and (b) the
 edge (`callstream edge`, auth on, acks=all to the local broker), each in its own uvicorn process (one
 worker, uvloop + httptools, the same garbage-collector tuning). The same load generator (bench/_load.py, its own process) drives both:
 a closed-loop max-throughput run, then a fixed-rate run against the edge. Writes bench/results/edge.json.
@@ -26,7 +27,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._load import PUBLIC_BASE_URL, bench_apps_env
-from core.broker import EmbeddedBroker, free_port, stop_process, wait_for_port
+from bench.brokers import broker_modes, embedded_brokers
+from core.broker import free_port, stop_process, wait_for_port
 
 RESULTS = ROOT / "bench" / "results" / "edge.json"
 TARGETS = {"ratio_min": 0.60, "fixed_rate_p99_ms_max": 25.0, "rss_mb_max": 150.0}
@@ -153,18 +155,21 @@ def recorded_at(ref: str) -> dict[str, Any] | None:
     return {key: old[key] for key in keys if key in old}
 
 
-def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
+def run(quick: bool, before_ref: str = "", broker: str = "memory") -> dict[str, Any]:
     duration = 4.0 if quick else 10.0
     rounds = 1 if quick else 3
     connections = 128
     rate = 2000.0
     run_id = f"{int(time.time())}"
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    with EmbeddedBroker() as broker:
-        env = _env(broker.bootstrap, run_id)
-        broker_pid = broker._process.pid  # type: ignore[union-attr]
+    modes = broker_modes(broker)
+    with embedded_brokers(modes) as brokers:
+        first = brokers[modes[0]]
+        env = _env(first.bootstrap, run_id)
         # baseline_default_gc: the bare handler with Python's default GC thresholds, as earlier runs had it
         kinds = ["baseline", "edge", "baseline_default_gc"] + (["edge_before"] if before_ref else [])
+        if len(modes) > 1:
+            kinds.append("edge_durable")
         ports = {kind: free_port() for kind in kinds}
         servers: dict[str, subprocess.Popen[bytes]] = {}
         results: dict[str, Any] = {}
@@ -175,6 +180,8 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
                 if kind == "edge_before":
                     server_env = {**env, "CALLSTREAM_RAW_TOPIC": f"bench.{run_id}.before.raw"}
                     tree = export_ingest(before_ref, Path(old_tree.name))
+                if kind == "edge_durable":
+                    server_env = _env(brokers["durable"].bootstrap, run_id)
                 servers[kind] = start_server(kind, port, server_env, tree)
                 load(port, duration=1.0, connections=connections)  # warm up
             # Rounds alternate between the two servers (other work on the machine hits both alike);
@@ -182,15 +189,23 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
             for _ in range(rounds):
                 for kind, port in ports.items():
                     pid = servers[kind].pid
-                    before = (cpu_s(pid), cpu_s(broker_pid), time.monotonic())
+                    kind_broker = brokers["durable"] if kind == "edge_durable" else first
+                    store_pid = getattr(kind_broker, "store_pid", None)
+                    before = (cpu_s(pid), cpu_s(kind_broker.pid or 0), time.monotonic(),
+                              cpu_s(store_pid) if store_pid else 0.0)
                     result = load(port, duration=duration, connections=connections)
                     wall = time.monotonic() - before[2]
                     result["server_cpu_share"] = round((cpu_s(pid) - before[0]) / wall, 2)
-                    result["broker_cpu_share"] = round((cpu_s(broker_pid) - before[1]) / wall, 2)
+                    result["broker_cpu_share"] = round((cpu_s(kind_broker.pid or 0) - before[1]) / wall, 2)
+                    if store_pid:
+                        result["object_store_cpu_share"] = round((cpu_s(store_pid) - before[3]) / wall, 2)
                     result["per_server_cpu_s"] = round(result["requests"] / max(cpu_s(pid) - before[0], 1e-9), 1)
                     if kind not in results or result["per_s"] > results[kind]["per_s"]:
                         results[kind] = result
             results["fixed"] = load(ports["edge"], duration=duration, connections=connections, rate=rate)
+            if "edge_durable" in ports:
+                results["fixed_durable"] = load(ports["edge_durable"], duration=duration, connections=connections,
+                                                rate=rate)
             for kind in ports:
                 results[f"{kind}_rss_mb"] = peak_rss_mb(servers[kind].pid)
         finally:
@@ -237,6 +252,8 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
             "edge_per_server_cpu_ratio": round(
                 edge["per_server_cpu_s"] / results["baseline_default_gc"]["per_server_cpu_s"], 3),
         },
+        "broker": modes[0],
+        "durable": _durable_figures(results, base, rate) if "edge_durable" in results else None,
         "statuses": {"baseline": base["statuses"], "edge": edge["statuses"], "fixed": fixed["statuses"]},
         "targets": {
             "ratio_min": {"target": TARGETS["ratio_min"], "met": ratio >= TARGETS["ratio_min"]},
@@ -259,18 +276,41 @@ def run(quick: bool, before_ref: str = "") -> dict[str, Any]:
     return report
 
 
+def _durable_figures(results: dict[str, Any], base: dict[str, Any], rate: float) -> dict[str, Any]:
+    """The edge on the durable broker, same run, same baseline (``--broker both``)."""
+    edge, fixed = results["edge_durable"], results["fixed_durable"]
+    ratio = round(edge["per_s"] / base["per_s"], 3) if base["per_s"] else 0.0
+    return {
+        "per_s": edge["per_s"], "ratio": ratio, "p50_ms": edge["p50_ms"], "p99_ms": edge["p99_ms"],
+        "p999_ms": edge["p999_ms"], "vs_memory_broker": round(edge["per_s"] / results["edge"]["per_s"], 3),
+        "fixed_rate_per_s": fixed["per_s"], "fixed_rate_p50_ms": fixed["p50_ms"], "fixed_rate_p99_ms": fixed["p99_ms"],
+        "cpu_share": {"edge_server": edge["server_cpu_share"], "broker": edge["broker_cpu_share"],
+                      "object_store": edge.get("object_store_cpu_share", 0.0)},
+        "statuses": {"edge": edge["statuses"], "fixed": fixed["statuses"]},
+        "targets": {
+            "ratio_min": {"target": TARGETS["ratio_min"], "met": ratio >= TARGETS["ratio_min"]},
+            "fixed_rate_p99_ms_max": {
+                "target": TARGETS["fixed_rate_p99_ms_max"],
+                "met": fixed["p99_ms"] <= TARGETS["fixed_rate_p99_ms_max"] and fixed["per_s"] >= rate * 0.95,
+            },
+        },
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (smoke)")
     parser.add_argument("--before", default="", metavar="GIT_REF",
                         help="also run the edge as it was at GIT_REF (same run, same load) for a before/after")
+    parser.add_argument("--broker", choices=["memory", "durable", "both"], default="memory",
+                        help="embedded broker mode of the edge runs (both: durable beside memory, same run)")
     parser.add_argument("--serve-baseline", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--default-gc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
         serve_baseline(args.serve_baseline, tuned_gc=not args.default_gc)
         return 0
-    report = run(args.quick, args.before)
+    report = run(args.quick, args.before, args.broker)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"bare Starlette : {report['baseline_per_s']:>9.0f} req/s  p99 {report['baseline_p99_ms']} ms")
@@ -291,6 +331,13 @@ def main() -> int:
         print(f"edge before    : {before['per_s']:>9.0f} req/s at {before['ref']} (ratio {before['ratio']:.2f}; "
               f"{before['per_server_cpu_s']} per server CPU-s, ratio {before['per_server_cpu_ratio']}; "
               f"p50 {before['p50_ms']} ms, p99 {before['p99_ms']} ms, p999 {before['p999_ms']} ms)")
+    if report["durable"]:
+        d = report["durable"]
+        print(f"edge, durable  : {d['per_s']:>9.0f} req/s  p50 {d['p50_ms']} ms  p99 {d['p99_ms']} ms  ratio "
+              f"{d['ratio']:.2f} ({d['vs_memory_broker']:.2f} of the memory broker's); fixed 2000/s: "
+              f"{d['fixed_rate_per_s']} req/s p99 {d['fixed_rate_p99_ms']} ms; CPU {d['cpu_share']}")
+        for name, target in d["targets"].items():
+            print(f"  durable {name}: {'met' if target['met'] else 'MISSED'}")
     print(f"machine load   : {' '.join(report['setup']['loadavg_before'])} before, "
           f"{' '.join(report['setup']['loadavg_after'])} after ({report['setup']['cpus']} cpus)")
     for name, target in report["targets"].items():

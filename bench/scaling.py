@@ -36,6 +36,7 @@ from bench.consumer import generate, produce  # noqa: E402
 from core import store  # noqa: E402
 from core.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
 from core.kafka import ensure_topics  # noqa: E402
+from schemas import ROW_TABLES  # noqa: E402
 from core.settings import Settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scaling.json"
@@ -130,7 +131,7 @@ async def consumer_run(base: Settings, batch: int, rows: int, timeout_s: float) 
             await asyncio.sleep(0.2)
         span = await asyncio.to_thread(store.query_rows, client, (
             "SELECT dateDiff('millisecond', min(loaded_at), max(loaded_at)), count() FROM ("
-            + " UNION ALL ".join(f"SELECT loaded_at FROM {db}.{t}" for t in ("cdrs", "call_events", "number_status"))
+            + " UNION ALL ".join(f"SELECT loaded_at FROM {db}.{t}" for t in ROW_TABLES)
             + ")"))
     finally:
         stop.set()

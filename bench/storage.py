@@ -7,8 +7,10 @@ them into raw envelopes exactly as the edge does (ingest.envelope.raw_record), r
 consumer's CPU path (consumers.pipeline.Pipeline.prepare: normalise, protect, enrich, dedupe keys) and
 inserts the rows into a fresh embedded store migrated with schemas/migrate.py. After OPTIMIZE FINAL
 (merged parts, as they settle on a server) it reads compressed/uncompressed bytes per table from
-system.parts and the largest columns from system.columns. Baseline: the raw JSON bodies as received.
-Writes bench/results/storage.json.
+system.parts and the largest columns from system.columns. Baselines in the same run: the raw JSON bodies
+as received, and the same rows in a second database migrated only up to ``--before-version`` (default: every migration
+before 0010_codecs, LZ4 everywhere), so the "before" column of the codec table is measured, not
+remembered. Writes bench/results/storage.json.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if str(ROOT) not in sys.path:
 from aiokafka.structs import ConsumerRecord  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from schemas import ROW_TABLES  # noqa: E402
 from callstream.sim_calls import build_pushes, generate_calls  # noqa: E402
 from consumers.load import ClickHouseSink  # noqa: E402
 from consumers.metrics import ConsumerMetrics  # noqa: E402
@@ -39,10 +42,9 @@ from core import store  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from ingest.envelope import Receipt, raw_record  # noqa: E402
 from ingest.notification import classify  # noqa: E402
-from schemas.migrate import apply_migrations  # noqa: E402
+from schemas.migrate import apply_migrations, discover  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "storage.json"
-TABLES = ("cdrs", "call_events", "number_status")
 BATCH = 5000
 
 
@@ -64,13 +66,17 @@ def raw_records(calls: int, seed: int) -> tuple[list[ConsumerRecord], int]:
     return records, body_bytes
 
 
-def load(settings: Settings, records: list[ConsumerRecord], timings: dict[str, float] | None = None) -> dict[str, int]:
-    """Migrate, then prepare and insert ``records`` in consumer-sized batches; ``timings`` gets CPU seconds."""
+def load(
+    settings: Settings, records: list[ConsumerRecord], timings: dict[str, float] | None = None,
+    upto: int | None = None,
+) -> dict[str, int]:
+    """Migrate (up to version ``upto``), then prepare and insert ``records`` in consumer-sized batches;
+    ``timings`` gets CPU seconds."""
     client = store.connect(settings)
-    apply_migrations(settings, client)
+    apply_migrations(settings, client, upto=upto)
     sink = ClickHouseSink(client, settings.clickhouse_database)
     pipeline = Pipeline(settings, sink, None, ConsumerMetrics(CollectorRegistry()))
-    loaded = dict.fromkeys(TABLES, 0)
+    loaded = dict.fromkeys(ROW_TABLES, 0)
     timings = timings if timings is not None else {}
     timings.setdefault("prepare_s", 0.0)
     timings.setdefault("insert_s", 0.0)
@@ -78,12 +84,12 @@ def load(settings: Settings, records: list[ConsumerRecord], timings: dict[str, f
         began = time.process_time()
         batch = pipeline.prepare(records[start:start + BATCH])
         middle = time.process_time()
-        for table in TABLES:
+        for table in ROW_TABLES:
             loaded[table] += sink.insert(table, batch.tables[table])
         timings["prepare_s"] += middle - began
         timings["insert_s"] += time.process_time() - middle
     with store.locked(client):
-        for table in TABLES:
+        for table in ROW_TABLES:
             client.command(f"OPTIMIZE TABLE {settings.clickhouse_database}.{table} FINAL")
     return loaded
 
@@ -98,7 +104,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         "FROM system.parts WHERE database = {db:String} AND active GROUP BY table",
         {"db": db},
     ):
-        if table not in TABLES:
+        if table not in ROW_TABLES:
             continue
         top = store.query_rows(
             client,
@@ -108,6 +114,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         )
         tables[table] = {
             "rows": int(rows),
+            "compressed_bytes_per_row": round(int(compressed) / max(1, int(rows)), 1),
             "compressed_bytes": int(compressed),
             "uncompressed_bytes": int(uncompressed),
             "bytes_on_disk": int(on_disk),
@@ -121,17 +128,27 @@ def measure(settings: Settings) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="2 000 calls (smoke run)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default=None, help="store directory (default: a temporary one)")
+    codecs = next(m.version for m in discover() if m.name == "codecs")
+    parser.add_argument("--before-version", type=int, default=codecs - 1,
+                        help=f"baseline schema: apply migrations up to this number only (default {codecs - 1})")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
+    if args.quick:
+        args.calls = 2_000
 
     with tempfile.TemporaryDirectory(prefix="callstream-storage-") as tmp:
         data_dir = Path(args.data_dir or tmp)
-        settings = Settings(data_dir=data_dir, clickhouse_database="storage_bench", auth="off",
-                            number_pepper="storage-bench-pepper", republish=False)
+        common = {"data_dir": data_dir, "auth": "off", "number_pepper": "storage-bench-pepper", "republish": False}
+        settings = Settings(clickhouse_database="storage_bench", **common)
+        before_settings = Settings(clickhouse_database="storage_before", **common)
         began = time.perf_counter()
         records, body_bytes = raw_records(args.calls, args.seed)
+        before_timings: dict[str, float] = {}
+        load(before_settings, records, before_timings, upto=args.before_version)
+        before = measure(before_settings)
         timings: dict[str, float] = {}
         loaded = load(settings, records, timings)
         tables = measure(settings)
@@ -152,11 +169,21 @@ def main(argv: list[str] | None = None) -> int:
         "consumer_prepare_cpu_s": round(timings["prepare_s"], 2),
         "consumer_prepare_pushes_per_cpu_s": round(len(records) / max(timings["prepare_s"], 1e-9)),
         "embedded_insert_cpu_s": round(timings["insert_s"], 2),
+        "embedded_insert_cpu_ratio_vs_before": round(timings["insert_s"] / max(before_timings["insert_s"], 1e-9), 2),
+        "cdr_compressed_bytes": tables["cdrs"]["compressed_bytes_per_row"],
+        "before": {
+            "schema": f"migrations up to {args.before_version:04d}",
+            "cdr_compressed_bytes": before["cdrs"]["compressed_bytes_per_row"],
+            "cdr_bytes_on_disk": before["cdrs"]["bytes_per_row"],
+            "bytes_on_disk_per_call": round(sum(before[t]["bytes_on_disk"] for t in before) / calls, 1),
+            "embedded_insert_cpu_s": round(before_timings["insert_s"], 2),
+            "tables": before,
+        },
         "baseline_raw_json_bytes_per_call": round(body_bytes / calls, 1),
         "baseline_raw_json_gb_per_million_calls": round(body_bytes / calls * 1e6 / 1e9, 3),
         "setup": {
             "seed": args.seed,
-            "engine": "chDB (embedded ClickHouse), default LZ4 codec, after OPTIMIZE FINAL",
+            "engine": "chDB (embedded ClickHouse), codecs of schemas/clickhouse/0010_codecs.sql, after OPTIMIZE FINAL",
             "python": platform.python_version(),
             "elapsed_s": round(elapsed, 1),
             "notes": "one replica; multiply by the replica count for cluster storage. Rows keep the raw "
@@ -168,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{calls} calls, {len(records)} pushes -> rows {loaded}")
     for table, info in tables.items():
-        print(f"  {table:<14} {info['rows']:>8} rows  {info['bytes_per_row']:>7} B/row on disk  "
-              f"x{info['compression_ratio']} compression")
+        old = before.get(table, {})
+        print(f"  {table:<14} {info['rows']:>8} rows  {info['compressed_bytes_per_row']:>7} B/row compressed "
+              f"(before {old.get('compressed_bytes_per_row')})  {info['bytes_per_row']:>7} B/row on disk "
+              f"(before {old.get('bytes_per_row')})  x{info['compression_ratio']} compression")
     print(f"  {bytes_per_call:.0f} B per call on disk = {result['gb_per_million_calls']} GB per million calls "
           f"(raw JSON as received: {result['baseline_raw_json_gb_per_million_calls']} GB)")
     print(f"  consumer CPU path (decode..dedupe keys): {result['consumer_prepare_pushes_per_cpu_s']} pushes per CPU-s")

@@ -42,13 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- up: the whole embedded stack --------------------------------------------------------
     p = command("up", "callstream.stack:main", "Start broker, edge, consumer, embedded ClickHouse and SQL endpoint.")
-    p.add_argument("--data-dir", help="where the embedded store and local credentials live (default ./callstream-data)")
+    p.epilog = ("Data lives under --data-dir: clickhouse/ (loaded rows), objectstore/ (the durable broker: raw and "
+                "dead-letter topics, consumer offsets), credentials, *.log. Every port is a flag; a port in use is "
+                "refused at start naming its flag. Two stacks on one host: give each its own --data-dir and ports. "
+                "A full or read-only data dir makes the edge answer 503 (never a 200 it cannot keep) and is logged.")
+    p.add_argument("--data-dir", help="where the embedded store, the broker's data and local credentials live "
+                   "(default ./callstream-data)")
     p.add_argument("--host", default=None, help="edge bind address (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=None, help="edge port (default 8080)")
     p.add_argument("--query-port", type=int, default=None, help="ClickHouse-compatible SQL endpoint port (default 8123)")
+    p.add_argument("--metrics-port", type=int, default=None, help="consumer metrics port (default 9108; 0 = off)")
+    p.add_argument("--broker", choices=["durable", "memory"], default=None,
+                   help="embedded broker: durable (default; Tansu on a local S3 store under DATA_DIR/objectstore, "
+                   "survives kill -9 and restarts) or memory (faster; everything not yet loaded is lost on a stop)")
+    p.add_argument("--broker-port", type=int, default=None, help="embedded broker (Kafka) port, 127.0.0.1 "
+                   "(default: a free one)")
+    p.add_argument("--object-store-port", type=int, default=None, help="S3 port of the durable broker's object "
+                   "store, 127.0.0.1 (default: a free one; its internal ports are picked free and kept)")
     p.add_argument("--kafka-bootstrap", help="use this Kafka cluster instead of the embedded broker")
     p.add_argument("--clickhouse-url", help="use this ClickHouse server instead of the embedded engine")
-    p.add_argument("--metrics-port", type=int, default=None, help="consumer metrics port (default 9108)")
 
     # --- edge ----------------------------------------------------------------------------------
     p = command("edge", "ingest.server:main", "Run the HTTP edge that receives Huawei pushes.")
@@ -68,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("migrate", "schemas.migrate:main", "Apply the versioned ClickHouse DDL in schemas/clickhouse.")
     p.add_argument("--cluster", default=None, help="emit Replicated/Distributed DDL ON CLUSTER NAME")
     p.add_argument("--dry-run", action="store_true", help="print the statements instead of applying them")
+    p.add_argument("--rebuild-rollups", action="store_true",
+                   help="refill the KPI rollups from the stored CDRs (idempotent; stop the loaders first)")
 
     # --- simulate ------------------------------------------------------------------------------
     p = command("simulate", "callstream.simulate:main", "Drive an edge the way the Huawei platform does.")
@@ -89,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help="SQL text, e.g. \"SELECT count() FROM callstream.cdrs\"")
     p.add_argument("--data-dir", default=None, help="data dir of the embedded store")
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default PrettyCompact)")
+
+    # --- top: the dashboard in the terminal ----------------------------------------------------
+    p = command("top", "callstream.top:main", "Show the dashboard's live figures and KPIs of a running `up`.")
+    p.add_argument("--data-dir", default=None, help="data dir of the running `up` (default ./callstream-data)")
+    p.add_argument("--day", default=None, help="UTC day of the KPIs, YYYY-MM-DD (default: the latest with calls)")
+    p.add_argument("--every-s", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    p.add_argument("--once", action="store_true", help="print one screen and exit")
 
     # --- bench ---------------------------------------------------------------------------------
     p = command("bench", "callstream.bench_cmd:main", "Run the benchmarks and print figures against their baselines.")

@@ -24,6 +24,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,9 +33,10 @@ from clickhouse_connect.driver.client import Client
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from core import store
+from core.errors import QueryRefused
 from core.settings import Settings
 
 SERVER_NAME = "callstream"
@@ -55,14 +57,6 @@ _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNOREC
 _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()+", re.DOTALL)
 _CODE = re.compile(r"Code:\s*(\d+)")
 _BAD_REQUEST_CODES = frozenset({36, 43, 46, 47, 53, 60, 62, 81, 386, 456, 457})
-
-
-class QueryRefused(Exception):
-    """A query this endpoint does not run; ``text`` is ClickHouse-style, ``status`` the HTTP answer."""
-
-    def __init__(self, text: str, status: int, code: int) -> None:
-        super().__init__(text)
-        self.text, self.status, self.code = text, status, code
 
 
 def first_keyword(sql: str) -> str:
@@ -199,8 +193,11 @@ async def _read_request(request: Request) -> tuple[dict[str, str], str]:
     return params, query
 
 
-def create_app(settings: Settings, client: Client | None = None) -> Starlette:
-    """The Starlette app of the query endpoint (served by uvicorn in the owning process)."""
+def create_app(
+    settings: Settings, client: Client | None = None, extra_routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The Starlette app of the query endpoint (served by uvicorn in the owning process); ``extra_routes``
+    are served next to it (``callstream up`` adds the dashboard's)."""
     engine = QueryEngine(settings, client)
 
     async def ping(request: Request) -> Response:
@@ -241,6 +238,7 @@ def create_app(settings: Settings, client: Client | None = None) -> Starlette:
 
     return Starlette(
         routes=[
+            *extra_routes,
             Route("/ping", ping, methods=["GET", "HEAD"]),
             Route("/", query, methods=["GET", "POST"]),
         ]

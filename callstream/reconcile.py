@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from callstream.sql import run_sql
@@ -38,13 +37,13 @@ from consumers.dedupe import status_key
 from consumers.prepare import State, prepare_notifications
 from core.credentials import read_stack_file
 from core.errors import NormaliseError
-from core.kafka import consumer_kwargs
+from core.kafka import read_topic
 from core.settings import Settings
+from schemas import ROW_TABLES
 from schemas.avro_codec import decode
 
 log = logging.getLogger(__name__)
 
-TABLES = ("cdrs", "call_events", "number_status")
 KEY_CHUNK = 5_000
 COLUMNS = ("hour", "app_key", "table", "accepted_notifications", "expected_records", "loaded", "quarantined",
            "missing", "duplicates")
@@ -104,45 +103,10 @@ class ReconcileReport:
 # --- Kafka scan --------------------------------------------------------------------------------
 async def scan_topic(settings: Settings, topic: str, since: datetime, until: datetime,
                      timeout_s: float = 120.0) -> list[tuple[int, int, int, bytes | None]]:
-    """``(partition, offset, timestamp_ms, value)`` of the records of ``topic`` produced in ``[since, until)``.
-
-    The end of each partition is the high watermark of the fetch responses (ListOffsets "latest" is not
-    trusted: the embedded broker answers the last batch's base offset there).
-    """
-    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None, client_id="callstream-reconcile"))
-    await consumer.start()
-    try:
-        cluster = await consumer._client.fetch_all_metadata()  # what consumer.topics() does, keeping partitions
-        partitions = cluster.partitions_for_topic(topic)
-        if not partitions:
-            return []
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
-        until_ms = int(until.timestamp() * 1000)
-        pending: set[TopicPartition] = set()
-        for tp in tps:
-            found = starts.get(tp)
-            if found is not None:  # None: nothing was produced to this partition since ``since``
-                consumer.seek(tp, found.offset)
-                pending.add(tp)
-        out: list[tuple[int, int, int, bytes | None]] = []
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took longer than {timeout_s:.0f}s")
-            batch = await consumer.getmany(*pending, timeout_ms=300)
-            for tp, records in batch.items():
-                for rec in records:
-                    if rec.timestamp < until_ms:
-                        out.append((tp.partition, rec.offset, rec.timestamp, rec.value))
-            for tp in list(pending):
-                high = consumer.highwater(tp)
-                if high is not None and await consumer.position(tp) >= high:
-                    pending.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+    """``(partition, offset, timestamp_ms, value)`` of the records of ``topic`` produced in ``[since, until)``."""
+    records = await read_topic(settings, topic, since=since, until=until, missing_ok=True,
+                               client_id="callstream-reconcile", timeout_s=timeout_s)
+    return [(r.partition, r.offset, r.timestamp, r.value) for r in records]
 
 
 # --- expected records --------------------------------------------------------------------------
@@ -224,7 +188,7 @@ def duplicate_counts(settings: Settings, since: datetime, until: datetime) -> di
     db = settings.clickhouse_database
     out: dict[tuple[datetime, str, str], int] = {}
     lo, hi = since.strftime("%Y-%m-%d %H:%M:%S.%f"), until.strftime("%Y-%m-%d %H:%M:%S.%f")
-    for table in TABLES:
+    for table in ROW_TABLES:
         sql = (f"SELECT toUnixTimestamp(toStartOfHour(received_at)), app_key, count() - uniqExact(dedup_key) "
                f"FROM {db}.{table} WHERE received_at >= {{lo:DateTime64(6, 'UTC')}} "
                "AND received_at < {hi:DateTime64(6, 'UTC')} GROUP BY 1, 2")
@@ -322,7 +286,7 @@ class ReconcileMetrics:
                               registry=registry)
 
     def update(self, report: ReconcileReport) -> None:
-        for table in TABLES:
+        for table in ROW_TABLES:
             self.missing.labels(table).set(report.total("missing", table))
             self.duplicates.labels(table).set(report.total("duplicates", table))
         self.last_run.set(time.time())

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from core.errors import ConfigError, RejectedNotification
-from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
+from core.kafka import ensure_topics, producer_kwargs, read_topic
 from core.settings import Settings
 from core.store import connect, query_rows
 from ingest.notification import classify
@@ -112,71 +112,13 @@ def envelope_from(
     }
 
 
-async def _read_range(
-    settings: Settings, topic: str, partitions: list[int] | None, start: dict[int, int] | None,
-    stop: dict[int, int] | None, since: datetime | None,
-) -> list[Any]:
-    """Records of ``topic`` from ``start`` (or ``since``, or the beginning) up to the end offsets seen
-    when the read began (so records we append meanwhile are not read again)."""
-    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None, client_id="callstream-replay"))
-    await consumer.start()
-    try:
-        known = consumer.partitions_for_topic(topic) or set()
-        if not known:
-            await consumer.topics()
-            known = consumer.partitions_for_topic(topic) or set()
-        if not known:
-            raise ConfigError(f"topic {topic} does not exist on {settings.kafka_bootstrap}")
-        tps = [TopicPartition(topic, p) for p in sorted(known) if partitions is None or p in partitions]
-        if not tps:
-            raise ConfigError(f"topic {topic} has no partition {partitions}: it has {sorted(known)}")
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        firsts = await consumer.beginning_offsets(tps)
-        by_time: dict[TopicPartition, Any] = {}
-        if since is not None:
-            by_time = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
-        wanted: dict[TopicPartition, tuple[int, int, int | None]] = {}
-        for tp in tps:
-            begin = firsts[tp]
-            if start is not None and tp.partition in start:
-                begin = max(begin, start[tp.partition])
-            elif since is not None:
-                found = by_time.get(tp)
-                begin = found.offset if found is not None else ends[tp]
-            last = stop[tp.partition] + 1 if stop is not None and tp.partition in stop else None
-            end = ends[tp] if last is None else min(ends[tp], last)
-            if begin < end:
-                wanted[tp] = (begin, end, last)
-        if not wanted:
-            return []
-        consumer.assign(list(wanted))
-        for tp, (begin, _, _) in wanted.items():
-            consumer.seek(tp, begin)
-        out: list[Any] = []
-        pending = dict(wanted)
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
-            for tp, messages in batches.items():
-                last = pending[tp][2] if tp in pending else None
-                # only an explicit --to-offset cuts a batch: brokers that under-report the end offset of
-                # a multi-record batch (Tansu) would otherwise hide its tail
-                out += [m for m in messages if last is None or m.offset < last]
-            for tp in list(pending):
-                if await consumer.position(tp) >= pending[tp][1]:
-                    del pending[tp]
-        return out
-    finally:
-        await consumer.stop()
-
-
 Collected = tuple[list[Item], Counter[str]]
 
 
 async def collect_dead(settings: Settings, serializer: Serializer, filters: Filters) -> Collected:
     skipped: Counter[str] = Counter()
     items = []
-    for message in await _read_range(settings, settings.dead_topic, None, None, None, None):
+    for message in await read_topic(settings, settings.dead_topic, client_id="callstream-replay"):
         try:
             _, dead = serializer.decode(message.value)
         except (UnknownSchema, ValueError, EOFError):
@@ -244,7 +186,8 @@ async def collect_raw(settings: Settings, serializer: Serializer, args: argparse
     start = {args.partition: args.from_offset} if args.from_offset is not None else None
     stop = {args.partition: args.to_offset} if args.to_offset is not None else None
     items, skipped = [], Counter[str]()
-    for m in await _read_range(settings, settings.raw_topic, partitions, start, stop, filters.since):
+    for m in await read_topic(settings, settings.raw_topic, partitions=partitions, start=start, stop=stop,
+                                 since=filters.since, client_id="callstream-replay"):
         try:
             _, env = serializer.decode(m.value)
         except (UnknownSchema, ValueError, EOFError):

@@ -3,8 +3,8 @@
 ``generate_calls(seed, count, mix)`` builds calls with their status/event sequences and CDRs;
 ``build_pushes(calls, ...)`` turns them into the pushes the platform would send: one per event, CDRs
 merged (equal callEndTime, same app, at most 50 per push), X-number status pushes, duplicates (same body
-twice; a CDR re-merged into another push) and a fraction of bad inputs. The same seed gives the same
-bodies.
+twice; a CDR re-merged into another push) and a fraction of bad inputs. Each push carries the platform's
+re-push schedule (:func:`event_retry_delays`). The same seed gives the same bodies.
 """
 
 from __future__ import annotations
@@ -302,6 +302,13 @@ def generate_calls(
     return calls
 
 
+def event_retry_delays(call: SimCall, event_type: str) -> tuple[float, ...]:
+    """Re-push delays of a failed event push: voice never, privacy 1…300 min, X-mode callin never."""
+    if call.service == "voice" or (call.kind == "X" and event_type == "callin"):
+        return ()
+    return PRIVACY_RETRY_MIN
+
+
 def _dumps(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -333,7 +340,7 @@ def build_pushes(
         for seq, event in enumerate(call.events):
             pushes.append(Push(
                 path=call.path, service=call.service, kind="event", app_key=call.app_key, body=_dumps(event),
-                retry_delays_min=() if call.service == "voice" else PRIVACY_RETRY_MIN,
+                retry_delays_min=event_retry_delays(call, event["eventType"]),
                 session_ids=(call.session_id,), call_index=index, seq=seq,
             ))
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)

@@ -6,8 +6,11 @@
 
 Each push is signed (``ingest.auth.sign_headers``; the voice digest covers the URL), events of one call
 go out in order, different calls concurrently; a non-200 is re-pushed on the platform's schedule
-(privacy 1, 4, 9, 106, 203, 300 min; voice CDRs hourly x6; voice status events never) compressed by
-``retry_scale``. Bad inputs must be answered 4xx.
+(privacy 1, 4, 9, 106, 203, 300 min; voice CDRs hourly x6; voice status events and X-mode ``callin``
+never) compressed by ``retry_scale``. Bad inputs must be answered 4xx.
+
+``verify`` compares the store with the plan; the ids are bound query parameters (sent in the request
+body, never in the SQL text), so it works for any ``--count``.
 """
 
 from __future__ import annotations

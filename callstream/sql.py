@@ -18,14 +18,10 @@ from clickhouse_connect.driver.binding import format_bind_value
 from callstream.query_server import split_format
 from core import store
 from core.credentials import read_stack_file
-from core.errors import StoreError, StoreUnavailable
+from core.errors import SqlError, StoreError, StoreUnavailable
+
+__all__ = ["SqlError", "main", "query_url", "run_sql"]
 from core.settings import Settings
-
-
-class SqlError(StoreError):
-    """The store refused the query; the message is ClickHouse's text."""
-
-    reason = "sql"
 
 
 def query_url(data_dir: Path) -> str | None:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from core.errors import BrokerUnavailable, ConfigError
-from core.kafka import admin_kwargs, ensure_topics, topic_configs
+from core.kafka import admin_kwargs, ensure_topics, kafka_error, topic_configs
 from core.settings import Settings
 
 
@@ -39,11 +40,9 @@ async def describe_topics(settings: Settings) -> list[TopicInfo]:
     admin = AIOKafkaAdminClient(**admin_kwargs(settings))
     try:
         await admin.start()
-    except Exception as exc:  # aiokafka raises KafkaConnectionError and friends
-        raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}; check CALLSTREAM_KAFKA_BOOTSTRAP "
-            "and the CALLSTREAM_KAFKA_SECURITY_PROTOCOL / SASL settings"
-        ) from exc
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise kafka_error(exc, f"connect to {settings.kafka_bootstrap}; check CALLSTREAM_KAFKA_BOOTSTRAP "
+                               "and the CALLSTREAM_KAFKA_SECURITY_PROTOCOL / SASL settings") from exc
     try:
         existing = set(await admin.list_topics())
         names = settings.topics()

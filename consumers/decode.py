@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from core.errors import ConfigError, NormaliseError
+from core.errors import NormaliseError, RegistryError
 from schemas.avro_envelope import read_raw_envelope
 from schemas.serde import Serializer, UnknownSchema, decode  # also reads history versions
 
@@ -61,7 +61,11 @@ def decode_envelope(
             name, record = serializer.decode(payload)
         else:
             name, record = decode(payload)
-    except (UnknownSchema, ConfigError, ValueError, EOFError, IndexError, TypeError) as exc:  # UnicodeError too
+    except RegistryError as exc:
+        if exc.retriable:
+            raise  # the registry is down: nothing is wrong with the record
+        raise NormaliseError(f"not a raw_envelope Avro record: {exc}", reason="bad_envelope") from exc
+    except (UnknownSchema, ValueError, EOFError, IndexError, TypeError) as exc:  # UnicodeError too
         raise NormaliseError(f"not a raw_envelope Avro record: {exc}", reason="bad_envelope") from exc
     if name != "raw_envelope":
         raise NormaliseError(f"expected raw_envelope, got {name}", reason="bad_envelope")

@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from core.errors import BrokerUnavailable
-from core.kafka import delivery_timeout_ms, librdkafka_config
+from core.kafka import delivery_timeout_ms, kafka_error, librdkafka_config
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,8 @@ class DownstreamProducer:
         try:
             await asyncio.to_thread(producer.list_topics, None, self.timeout_s)
         except KafkaException as exc:
-            raise BrokerUnavailable(
-                f"Kafka at {self.settings.kafka_bootstrap} did not answer the downstream producer: {exc}. "
-                "Check CALLSTREAM_KAFKA_BOOTSTRAP and that the broker is up"
-            ) from exc
+            raise kafka_error(exc, f"the downstream producer's first metadata request to "
+                                   f"{self.settings.kafka_bootstrap}; check CALLSTREAM_KAFKA_BOOTSTRAP") from exc
 
     def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
         """Enqueue one record (waits only while librdkafka's local queue is full)."""

@@ -18,11 +18,10 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error
 
 from consumers.dedupe import NumberState, insert_token
 from core import store
-from core.errors import StoreError, StoreRejected, StoreUnavailable
+from core.errors import StoreError, StoreFailed, StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-TABLES = ("cdrs", "call_events", "number_status", "failed_events")
 
 # ClickHouse error codes that mean "try again later": the data is fine, the store is not.
 RETRIABLE_CODES = frozenset({
@@ -33,7 +32,8 @@ _DATA_ERRORS = (TypeError, ValueError, OverflowError, KeyError, AttributeError, 
 
 
 def classify_store_error(exc: BaseException) -> StoreError:
-    """Map any exception from a ClickHouse call to ``StoreUnavailable`` (retry) or ``StoreRejected``."""
+    """Map any exception from a ClickHouse call to ``StoreUnavailable`` (retry), ``StoreRejected`` (the
+    batch is bad) or ``StoreFailed`` (nobody knows: a few retries, then the consumer stops)."""
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, OperationalError):
@@ -42,16 +42,18 @@ def classify_store_error(exc: BaseException) -> StoreError:
         return StoreRejected(f"rows could not be encoded for ClickHouse: {exc}")
     if isinstance(exc, DatabaseError):
         code = getattr(exc, "code", None)
-        if code is None or code in RETRIABLE_CODES:
+        if code is None:
+            return StoreFailed(f"ClickHouse failed without an error code: {str(exc)[:300]}")
+        if code in RETRIABLE_CODES:
             return StoreUnavailable(f"ClickHouse failed (code {code}), will retry: {str(exc)[:300]}")
         return StoreRejected(f"ClickHouse rejected the batch (code {code}): {str(exc)[:300]}")
     if isinstance(exc, Error):
-        return StoreUnavailable(f"ClickHouse client error, will retry: {exc}")
+        return StoreFailed(f"ClickHouse client error: {type(exc).__name__}: {exc}")
     if isinstance(exc, _DATA_ERRORS):
         return StoreRejected(f"rows could not be encoded for ClickHouse: {type(exc).__name__}: {exc}")
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
         return StoreUnavailable(f"ClickHouse connection failed: {exc}")
-    return StoreUnavailable(f"unexpected ClickHouse failure, will retry: {type(exc).__name__}: {exc}")
+    return StoreFailed(f"unexpected ClickHouse failure: {type(exc).__name__}: {exc}")
 
 
 def _guard(call: Callable[[], Any]) -> Any:
@@ -113,32 +115,6 @@ class ClickHouseSink:
                 with store.locked(self.client):
                     return [r[0] for r in self.client.query(sql, parameters=bound).result_rows]
             found.update(_guard(run))
-        return found
-
-    def existing_keys_by_table(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, set[int]]:
-        """``existing_keys`` of several tables in one query (each query has a fixed cost in the engine)."""
-        parts: list[str] = []
-        bound: dict[str, Any] = {}
-        for table, keys in wanted.items():
-            keys = sorted(set(keys))
-            if len(keys) > chunk:
-                return {t: self.existing_keys(t, k, chunk) for t, k in wanted.items()}
-            if not keys:
-                continue
-            n = len(parts)
-            bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(keys)
-            parts.append(f"SELECT {{t{n}:String}}, dedup_key FROM {self.database}.{table} "
-                         f"WHERE dedup_key IN {{k{n}:Array(UInt64)}}")
-        found: dict[str, set[int]] = {table: set() for table in wanted}
-        if not parts:
-            return found
-        sql = " UNION ALL ".join(parts)
-
-        def run() -> list[Any]:
-            with store.locked(self.client):
-                return list(self.client.query(sql, parameters=bound).result_rows)
-        for table, key in _guard(run):
-            found[table].add(key)
         return found
 
     def stored_notifications(self, wanted: Mapping[str, Iterable[int]]) -> dict[str, dict[int, tuple[str, str]]]:

@@ -176,6 +176,7 @@ def _base(n: Notification, index: int) -> dict[str, Any]:
         "record_index": index,
         "service": n.service,
         "received_at": n.received_at_us,
+        "auth_app_key": n.app_key,  # the signer (ingest/auth.py); the edge refused any other body appKey
     }
 
 

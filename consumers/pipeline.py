@@ -26,14 +26,15 @@ from consumers.downstream import DownstreamProducer
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.normalise import Failure
-from consumers.prepare import ROW_TABLES, Prepared, State, prepare_steps
+from consumers.prepare import Prepared, State, prepare_steps
 from consumers.republish import Message, republish, schema_topics, to_message
 from core.settings import Settings
 from schemas.cloudevents import KafkaHeaders
 from schemas.dead_letter import dead_letter
+from schemas import ROW_TABLES
 from schemas.serde import Serializer
 
-__all__ = ["ROW_TABLES", "Batch", "Pipeline", "dead_letter", "failure_row"]
+__all__ = ["ROW_TABLES", "Batch", "Pipeline", "dead_letter_of", "failure_row"]
 
 
 @dataclass

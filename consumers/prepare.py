@@ -29,9 +29,9 @@ from consumers.protect import protect_numbers
 from consumers.republish import Message, messages
 from core.errors import NormaliseError
 from core.settings import Settings
+from schemas import ROW_TABLES
 from schemas.serde import Serializer
 
-ROW_TABLES = ("cdrs", "call_events", "number_status")
 STAGES = ("decode", "parse", "normalise", "enrich", "keys", "dedupe", "protect", "encode")
 _STEP = 500  # records or rows between two yields of prepare_steps
 

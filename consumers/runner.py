@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from consumers.load import ClickHouseSink, without_dataframes
 from consumers.metrics import ConsumerMetrics, update_lag
 from consumers.pipeline import Batch, Pipeline
 from core import memory, store
-from core.errors import BrokerUnavailable, CallstreamError, StoreError
+from core.errors import CallstreamError, StoreError
 from core.kafka import consumer_kwargs, ensure_topics
 from core.settings import Settings
 from schemas.migrate import apply_migrations
@@ -50,16 +49,19 @@ async def retry_paused(
 ) -> bool:
     """Run ``attempt`` until it succeeds; on a retriable error count it under ``stage(error)``, pause
     consumption, keep polling (with ``consumer``; without it, only wait: someone else polls) and back
-    off. Poison errors propagate. False if stopped first."""
+    off. Poison errors propagate, and so does an error that has failed its ``max_retries`` times in a row.
+    False if stopped first."""
     backoff = 0.05
     paused: set[TopicPartition] = set()
+    failures = 0
     try:
         while True:
             try:
                 await attempt()
                 return True
             except CallstreamError as exc:
-                if not exc.retriable:
+                failures += 1
+                if not exc.retriable or (exc.max_retries is not None and failures > exc.max_retries):
                     raise
                 metrics.errors.labels(stage(exc)).inc()
                 metrics.paused.set(1)
@@ -131,6 +133,10 @@ async def commit(consumer: AIOKafkaConsumer, batch: Batch) -> bool:
         return True
     except (CommitFailedError, IllegalStateError) as exc:
         log.warning("offset commit refused after a rebalance; the batch will be redelivered: %s", exc)
+        return False
+    except KafkaError as exc:  # e.g. a durable broker whose object store is restarting answers UNKNOWN
+        log.warning("offset commit failed (%r); the next batch's commit covers these offsets, a restart "
+                    "before it redelivers the batch (deduplicated)", exc)
         return False
 
 
@@ -274,7 +280,9 @@ async def run_consumer(
         await producer.start()
         try:
             await pipeline.register_schemas()
-        except BrokerUnavailable as exc:  # registered again before the first publish, with backoff
+        except CallstreamError as exc:  # registered again before the first publish, with backoff
+            if not exc.retriable:
+                raise
             log.warning("cannot register the downstream schemas yet: %s", exc)
         await consumer.start()
         memory.collect_less()  # the start-up objects stay; the batches' short-lived rows are not cyclic
@@ -287,23 +295,6 @@ async def run_consumer(
         pipeline.serializer.close()
         if http_server is not None:
             http_server.shutdown()
-
-
-_delivered_batches = 0
-
-
-def _crash_hook() -> None:
-    """Test hook for the chaos suite: ``CALLSTREAM_TEST_CRASH_AFTER_INSERT=N`` ends the process (exit 137,
-    like SIGKILL) after the Nth batch is loaded and before its offsets are committed."""
-    global _delivered_batches
-    limit = os.environ.get("CALLSTREAM_TEST_CRASH_AFTER_INSERT")
-    if not limit:
-        return
-    _delivered_batches += 1
-    if _delivered_batches >= int(limit):
-        log.warning("CALLSTREAM_TEST_CRASH_AFTER_INSERT=%s: exiting after the insert, before the commit", limit)
-        logging.shutdown()
-        os._exit(137)
 
 
 async def _loop(
@@ -353,7 +344,6 @@ async def _loop(
                 raise
         if not await delivery:
             return  # stopped while the store was down: nothing committed, the batches are redelivered
-        _crash_hook()
         committing = time.perf_counter()
         if not await commit(consumer, batch):
             continue

@@ -8,12 +8,45 @@ One place decides how callstream talks to Kafka, so the edge, the consumers and 
 from __future__ import annotations
 
 import ssl
+import time
+from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException as RdKafkaException
+from aiokafka.structs import ConsumerRecord
 
+from core.errors import BrokerError, BrokerRejected, BrokerUnavailable, ConfigError
 from core.settings import Settings
+
+
+# librdkafka's local errors that mean "the cluster is not there (yet)", besides those it marks retriable
+_RDKAFKA_UNAVAILABLE = frozenset({
+    RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN, RdKafkaError._TIMED_OUT,
+    RdKafkaError._MSG_TIMED_OUT, RdKafkaError._RESOLVE, RdKafkaError._DESTROY,
+})
+
+
+def kafka_error(exc: BaseException, doing: str) -> BrokerError:
+    """The one translation of a Kafka client's exception (aiokafka, librdkafka, the socket) into the tree:
+    ``BrokerUnavailable`` where the client marks it retriable or the network failed, ``BrokerRejected``
+    (poison) where the cluster refused for good. ``doing`` says what was attempted ("write to raw")."""
+    if isinstance(exc, BrokerError):
+        return exc
+    if isinstance(exc, KafkaError):
+        retriable = bool(exc.retriable) or type(exc).__name__ == "KafkaTimeoutError"
+    elif isinstance(exc, RdKafkaException) and exc.args and isinstance(exc.args[0], RdKafkaError):
+        err = exc.args[0]
+        retriable = bool(err.retriable()) or err.code() in _RDKAFKA_UNAVAILABLE
+    else:
+        retriable = isinstance(exc, (OSError, TimeoutError))
+    if retriable:
+        return BrokerUnavailable(f"Kafka did not answer ({doing}): {exc!r}")
+    return BrokerRejected(f"Kafka refused ({doing}): {exc!r}")
 
 
 def delivery_timeout_ms(settings: Settings) -> int:
@@ -35,7 +68,7 @@ def security_config(settings: Settings) -> dict[str, Any]:
     if protocol.startswith("SASL"):
         config["sasl.mechanism"] = settings.kafka_sasl_mechanism
         config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = settings.kafka_sasl_password
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
     return config
 
 
@@ -169,3 +202,73 @@ async def ensure_topics(settings: Settings, *, with_configs: bool = False) -> li
         return [topic.name for topic in wanted]
     finally:
         await admin.close()
+
+
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    partitions: Collection[int] | None = None,
+    start: Mapping[int, int] | None = None,
+    stop: Mapping[int, int] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    missing_ok: bool = False,
+    client_id: str = "callstream-reader",
+    timeout_s: float = 120.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records of ``topic`` (all its ``partitions`` unless named), each partition read from offset
+    ``start[p]``, else from the first record produced at or after ``since``, else from the beginning, up to
+    offset ``stop[p]`` (inclusive), records produced before ``until``, and the end of the partition.
+
+    The end is the high watermark of the fetch responses (ListOffsets "latest" is not trusted: the embedded
+    broker answers the last batch's base offset there). A topic that does not exist is ``ConfigError``, or
+    no records with ``missing_ok``; ``TimeoutError`` past ``timeout_s``.
+    """
+    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None, client_id=client_id))
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()  # what consumer.topics() does, keeping partitions
+        known = cluster.partitions_for_topic(topic) or set()
+        if not known:
+            if missing_ok:
+                return []
+            raise ConfigError(f"topic {topic} does not exist on {settings.kafka_bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(known) if partitions is None or p in partitions]
+        if not tps:
+            raise ConfigError(f"topic {topic} has no partition {sorted(partitions or ())}: it has {sorted(known)}")
+        consumer.assign(tps)
+        by_time = {}
+        if since is not None:
+            by_time = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
+        last = {tp: stop[tp.partition] + 1 for tp in tps if stop is not None and tp.partition in stop}
+        pending: set[TopicPartition] = set()
+        for tp in tps:
+            if start is not None and tp.partition in start:
+                consumer.seek(tp, start[tp.partition])
+            elif since is not None:
+                found = by_time.get(tp)
+                if found is None:  # nothing was produced to this partition since ``since``
+                    continue
+                consumer.seek(tp, found.offset)
+            else:
+                await consumer.seek_to_beginning(tp)
+            pending.add(tp)
+        until_ms = int(until.timestamp() * 1000) if until is not None else None
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout_s:.0f}s")
+            batches = await consumer.getmany(*pending, timeout_ms=300, max_records=5000)
+            for tp, records in batches.items():
+                cut = last.get(tp)
+                out += [r for r in records if (cut is None or r.offset < cut)
+                        and (until_ms is None or r.timestamp < until_ms)]
+            for tp in list(pending):
+                position, high = await consumer.position(tp), consumer.highwater(tp)
+                if (high is not None and position >= high) or (tp in last and position >= last[tp]):
+                    pending.discard(tp)
+        return out
+    finally:
+        await consumer.stop()

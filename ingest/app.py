@@ -1,12 +1,17 @@
 """The edge's ASGI app: ``POST /notify/voice`` and ``POST /notify/privacy``, health and metrics.
 
-Every answer other than 503 means the bytes are in Kafka: a 200 after the raw record was acknowledged
-(acks=all), a 4xx after the refused bytes were acknowledged on the dead-letter topic. When Kafka does not
-acknowledge within ``ack_timeout_s`` the answer is 503 with ``Retry-After``, so the platform re-pushes.
+A 200 means the bytes are in Kafka (the raw record was acknowledged, acks=all). A 4xx means the push
+is refused; its bytes were acknowledged on the dead-letter topic while the quarantine budget of its
+source and of the edge allows (ingest/quarantine.py), else the refusal is answered the same way with
+``"quarantined": false`` and counted, its body not stored. When Kafka does not acknowledge within
+``ack_timeout_s`` the answer is 503 with ``Retry-After``, so the platform re-pushes. With
+``CALLSTREAM_CALLIN_UPSTREAM_URL`` set, an X-mode ``callin`` is answered with the call-control app's
+answer (ingest/callin.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -24,9 +29,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.errors import AuthError, BodyTooLarge, BrokerUnavailable, RejectedNotification
+from core.errors import AuthError, BodyTooLarge, BrokerError, BrokerUnavailable, RejectedNotification
 from core.settings import Settings
-from ingest.auth import Authenticator, Identity, parse_token
+from ingest.auth import Authenticator, Identity, check_owner, parse_token
+from ingest.callin import ANSWER_MARGIN_S, CallinRelay
 from ingest.envelope import (
     Receipt,
     cloudevent_headers,
@@ -54,7 +60,7 @@ _OK_BODY = {"type": "http.response.body", "body": b"{}"}
 _AUTH_OFF = Identity("", "off")
 
 
-async def _answer(send: Send, status: int, payload: dict[str, str], retry_after: bool | int = False) -> None:
+async def _answer(send: Send, status: int, payload: dict[str, object], retry_after: bool | int = False) -> None:
     body = orjson.dumps(payload)
     headers = [(b"content-type", JSON_UTF8), (b"content-length", str(len(body)).encode())]
     if retry_after:
@@ -75,8 +81,10 @@ class NotifyEndpoint:
         metrics: EdgeMetrics,
         in_flight: InFlight,
         guard: EdgeGuard | None = None,
+        relay: CallinRelay | None = None,
     ) -> None:
         self.service = service
+        self.relay = relay if service == "privacy" else None  # X mode (Block) is a privacy service
         self.guard = guard if guard is not None else EdgeGuard.from_settings(settings)
         self.path = f"/notify/{service}"
         self.settings = settings
@@ -106,6 +114,7 @@ class NotifyEndpoint:
         return self.public_url or str(URL(scope=scope))
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> int:
+        started = time.monotonic()
         received_at = datetime.now(UTC)
         now = received_at.timestamp()
         authorization = aksk = wsse = content_type = ""
@@ -138,6 +147,8 @@ class NotifyEndpoint:
             if body.too_large:
                 raise BodyTooLarge(f"body is larger than {self.max_body_bytes} bytes")
             classified = classify(self.service, body.data)
+            if classified.app_keys:
+                check_owner(identity.app_key, classified.app_keys)
         except RejectedNotification as exc:
             return await self._refuse(scope, send, receipt, body.data, body.too_large, identity, exc, aksk or wsse)
 
@@ -145,6 +156,8 @@ class NotifyEndpoint:
         key = classified.key
         headers = cloudevent_headers(receipt, classified.event_type, identity.app_key, key)
         key_bytes = key.encode() if key else None
+        if self.relay is not None and classified.event_type == "callin":
+            return await self._callin(scope, send, receipt, body.data, value, key_bytes, headers, identity, started)
         try:
             waiter = self.publisher.submit(self.raw_topic, value, key_bytes, headers)
             if waiter is None:  # no partition metadata for the topic yet: the slower, waiting path
@@ -153,7 +166,7 @@ class NotifyEndpoint:
                 error = await waiter
                 if error is not None:
                     raise BrokerUnavailable(error)
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             self.metrics.error("publish")
             await _answer(send, 503, {"error": exc.reason, "detail": str(exc)}, True)
             return 503
@@ -163,6 +176,47 @@ class NotifyEndpoint:
         await send(_OK_START)
         await send(_OK_BODY)
         return 200
+
+    async def _callin(
+        self,
+        scope: Scope,
+        send: Send,
+        receipt: Receipt,
+        body: bytes,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        identity: Identity,
+        started: float,
+    ) -> int:
+        """Publish the callin and ask the call-control app at the same time; answer within the deadline."""
+        relay = self.relay
+        assert relay is not None
+        extra = {"X-Callstream-Id": receipt.id, "X-Callstream-App-Key": identity.app_key}
+        upstream = asyncio.ensure_future(
+            relay.ask(body, scope["headers"], extra, relay.budget(started, time.monotonic())))
+        publish = asyncio.ensure_future(self.publisher.publish(self.raw_topic, value, key, headers))
+        publish.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late failure is not lost noise
+        done, _ = await asyncio.wait({publish}, timeout=relay.budget(started, time.monotonic()) + ANSWER_MARGIN_S)
+        failure = publish.exception() if done else BrokerUnavailable(
+            f"Kafka did not acknowledge the callin within CALLSTREAM_CALLIN_DEADLINE_S={relay.deadline_s:g}")
+        if failure is not None:
+            upstream.cancel()
+            if not isinstance(failure, BrokerUnavailable):
+                raise failure
+            self.metrics.error("publish")
+            self.metrics.callin_relayed("publish_failed")
+            await _answer(send, 503, {"error": failure.reason, "detail": str(failure)}, True)
+            return 503
+        answer = await upstream
+        if self.authenticator is not None:
+            self.authenticator.accepted(identity, time.time())
+        self.metrics.accepted(self.service, "callin")
+        self.metrics.callin_relayed(answer.outcome)
+        await send({"type": "http.response.start", "status": answer.status, "headers": [
+            (b"content-type", JSON_UTF8), (b"content-length", str(len(answer.body)).encode())]})
+        await send({"type": "http.response.body", "body": answer.body})
+        return answer.status
 
     async def _refuse(
         self,
@@ -175,7 +229,16 @@ class NotifyEndpoint:
         error: RejectedNotification,
         token: str,
     ) -> int:
-        """Quarantine the refused bytes, then answer the 4xx (or 503 if the quarantine was not acked)."""
+        """Quarantine the refused bytes (within the budget), then answer the 4xx (503 if not acked)."""
+        answer: dict[str, object] = {"error": error.reason, "detail": str(error), "id": receipt.id}
+        quarantine = self.guard.quarantine
+        verdict = quarantine.admit(receipt.remote_addr, len(body)) if quarantine is not None else "stored"
+        if verdict != "stored":
+            self.metrics.refused(error.reason)
+            self.metrics.not_quarantined(error.reason, verdict, len(body))
+            await _answer(send, error.status, {**answer, "quarantined": False},
+                          getattr(error, "retry_after_s", False))
+            return error.status
         app_key = identity.app_key
         if not app_key and token and isinstance(error, AuthError):
             try:
@@ -194,13 +257,12 @@ class NotifyEndpoint:
         )
         try:
             await self.publisher.publish(self.dead_topic, record, None, headers)
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             self.metrics.error("dead_letter")
             await _answer(send, 503, {"error": exc.reason, "detail": str(exc)}, True)
             return 503
         self.metrics.refused(error.reason)
-        await _answer(send, error.status, {"error": error.reason, "detail": str(error), "id": receipt.id},
-                      getattr(error, "retry_after_s", False))
+        await _answer(send, error.status, {**answer, "quarantined": True}, getattr(error, "retry_after_s", False))
         return error.status
 
 
@@ -239,6 +301,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     in_flight = InFlight(settings.max_in_flight_requests)
     metrics.in_flight.set_function(lambda: in_flight.count)
     guard = EdgeGuard.from_settings(settings)
+    relay = CallinRelay.from_settings(settings)
 
     async def live(request: Request) -> Response:
         return JSONResponse({"status": "live"})
@@ -265,15 +328,20 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
                 "use this for local development only"
             )
         await publisher.start()
+        if relay is not None:
+            await relay.start()
+            log.info("X-mode callin pushes are relayed to %s (answer within %g s)", relay.shown_url, relay.deadline_s)
         gc.freeze()  # modules, settings, producer: long-lived; keep them out of every later GC pass
         try:
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             await publisher.stop()
 
     routes = [
         Route(f"/notify/{service}",
-              NotifyEndpoint(service, settings, authenticator, publisher, metrics, in_flight, guard),
+              NotifyEndpoint(service, settings, authenticator, publisher, metrics, in_flight, guard, relay),
               methods=["POST"])
         for service in ("voice", "privacy")
     ]
@@ -288,4 +356,5 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.state.metrics = metrics
     app.state.authenticator = authenticator
     app.state.in_flight = in_flight
+    app.state.relay = relay
     return app

@@ -10,7 +10,9 @@ scheme         PasswordDigest                                                   
 ``wsse``       Base64(SHA256(Nonce + Created + secret))                              both
 =============  ====================================================================  =========
 
-The digest does not cover the body, so a nonce that already got a 200 inside the skew window is refused
+The signer owns the push: a body that names an ``appKey`` other than the one whose secret signed it
+(:func:`check_owner`, 403 ``app_key_mismatch``) is refused, so one app's secret cannot write rows that
+claim to be another app's. The digest does not cover the body, so a nonce that already got a 200 inside the skew window is refused
 (:class:`ingest.nonces.NonceCache`); the caller records the nonce only after the 200, so a re-push after
 a 503 goes through, and two copies of one request racing each other may both be accepted (downstream
 deduplication absorbs that). ``Created`` must lie within ``auth_max_skew_s`` of server time either way.
@@ -26,7 +28,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from core.errors import AuthError
+from core.errors import AppKeyMismatch, AuthError
 from ingest.nonces import NonceCache
 
 Scheme = Literal["aksk", "aksk-voice", "wsse"]
@@ -43,6 +45,19 @@ _FIELDS = ("Username", "PasswordDigest", "Nonce", "Created")
 _CANONICAL = re.compile(
     r'UsernameToken Username="([^"]+)", ?PasswordDigest="([^"]+)", ?Nonce="([^"]+)", ?Created="([^"]+)"'
 )
+
+
+def check_owner(signer: str, body_app_keys: tuple[str, ...]) -> None:
+    """Refuse a push whose body names an appKey other than ``signer`` (no check when auth is off)."""
+    if not signer:
+        return
+    others = [key for key in body_app_keys if key != signer]
+    if others:
+        shown = ", ".join(repr(key[:64]) for key in others[:3])
+        raise AppKeyMismatch(
+            f"signed by appKey {signer!r} but the body names appKey {shown}: each app's push must be "
+            "signed with that app's own secret"
+        )
 
 
 class UsernameToken(NamedTuple):

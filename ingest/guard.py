@@ -1,8 +1,9 @@
-"""Edge guards: source-IP allowlist, per-app rate limit, loopback-only metrics.
+"""Edge guards: source-IP allowlist, per-app rate limit, quarantine budget, loopback-only metrics.
 
 Small pieces the notify endpoint calls in order: ``IPAllowlist.check(host)`` before anything else
 (403 ``ip_not_allowed``), ``AppRateLimiter.check(app_key)`` after the signature is verified (429
 ``rate_limited`` with ``Retry-After``) — so a forged header cannot spend a genuine app's budget — and
+``QuarantineBudget.admit(host, size)`` (ingest/quarantine.py) before a refusal is stored, and
 ``metrics_allowed(host, settings)`` for ``/metrics`` (404 to non-loopback clients unless
 ``metrics_public``). Refusals are ``RejectedNotification``s, quarantined and counted like the others.
 
@@ -19,41 +20,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from core.errors import ConfigError, RejectedNotification
-from core.settings import Settings
+from core.errors import IpNotAllowed, RateLimited
+from core.settings import Network, Settings, parse_cidrs
+from ingest.quarantine import QuarantineBudget
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class IpNotAllowed(RejectedNotification):
-    status = 403
-    reason = "ip_not_allowed"
-
-
-class RateLimited(RejectedNotification):
-    status = 429
-    reason = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-def parse_cidrs(text: str) -> list[Network]:
-    """``"10.0.0.0/8, 2001:db8::/32, 192.0.2.7"`` -> networks; a bad entry is a ``ConfigError``."""
-    networks: list[Network] = []
-    for item in text.replace("\n", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError as exc:
-            raise ConfigError(
-                f"bad CALLSTREAM_EDGE_ALLOW_CIDRS entry {item!r}: "
-                "write CIDRs such as 203.0.113.0/24, comma-separated"
-            ) from exc
-    return networks
+__all__ = ["AppRateLimiter", "EdgeGuard", "IPAllowlist", "IpNotAllowed", "QuarantineBudget", "RateLimited",
+           "is_loopback", "parse_cidrs"]
 
 
 class IPAllowlist:
@@ -64,7 +36,7 @@ class IPAllowlist:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IPAllowlist | None:
-        networks = parse_cidrs(settings.edge_allow_cidrs)
+        networks = list(settings.edge_allow_cidrs)
         return cls(networks) if networks else None
 
     def allows(self, host: str) -> bool:
@@ -151,13 +123,23 @@ def metrics_allowed(host: str, settings: Settings) -> bool:
 class EdgeGuard:
     """The guards one edge app shares across its endpoints (``None`` where the setting is off)."""
 
-    def __init__(self, allowlist: IPAllowlist | None, limiter: AppRateLimiter | None) -> None:
+    def __init__(
+        self,
+        allowlist: IPAllowlist | None,
+        limiter: AppRateLimiter | None,
+        quarantine: QuarantineBudget | None = None,
+    ) -> None:
         self.allowlist = allowlist
         self.limiter = limiter
+        self.quarantine = quarantine  # None: every refusal is stored
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EdgeGuard:
-        return cls(IPAllowlist.from_settings(settings), AppRateLimiter.from_settings(settings))
+        return cls(
+            IPAllowlist.from_settings(settings),
+            AppRateLimiter.from_settings(settings),
+            QuarantineBudget.from_settings(settings),
+        )
 
 
 def receipt_host(client: tuple[str, int] | list[object] | None) -> str:

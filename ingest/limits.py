@@ -8,16 +8,16 @@ from typing import NamedTuple
 
 from starlette.types import Receive
 
+from core.errors import ClientDisconnected
+
+__all__ = ["Body", "ClientDisconnected", "InFlight", "read_body"]
+
 
 class Body(NamedTuple):
     """The bytes read; ``too_large`` means the sender had more than ``limit`` bytes (body holds ``limit``)."""
 
     data: bytes
     too_large: bool
-
-
-class ClientDisconnected(Exception):
-    """The client went away before sending the whole body."""
 
 
 async def read_body(receive: Receive, limit: int) -> Body:

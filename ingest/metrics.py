@@ -4,6 +4,9 @@ The hot path only bumps plain integers in dicts (a few tens of nanoseconds); a c
 into metric families when ``/metrics`` is scraped. Names follow the component spec:
 ``callstream_edge_received_events_total{service,event_type}``, ``..._sent_events_total{service}``,
 ``..._discarded_events_total{reason}``, ``..._errors_total{stage}``,
+``..._quarantine_skipped_events_total{reason,bound}`` (refusals answered but not stored: the quarantine
+budget of the source or of the edge was spent) with ``..._quarantine_skipped_bytes_total{bound}``,
+``..._callin_relay_total{outcome}`` (X-mode callin answers: upstream, fallback, timeout, unavailable …),
 ``callstream_edge_request_duration_seconds{route,status}`` and ``callstream_edge_in_flight_requests``.
 """
 
@@ -41,6 +44,9 @@ class EdgeMetrics(Collector):
         self.sent: dict[str, int] = {}
         self.discarded: dict[str, int] = {}
         self.errors: dict[str, int] = {}
+        self.skipped: dict[tuple[str, str], int] = {}
+        self.skipped_bytes: dict[str, int] = {}
+        self.callin: dict[str, int] = {}
         self.duration: dict[tuple[str, int], _Histogram] = {}
         registry.register(self)
         self.in_flight = Gauge(
@@ -55,6 +61,14 @@ class EdgeMetrics(Collector):
 
     def refused(self, reason: str) -> None:
         self.discarded[reason] = self.discarded.get(reason, 0) + 1
+
+    def not_quarantined(self, reason: str, bound: str, body_bytes: int) -> None:
+        key = (reason, bound)
+        self.skipped[key] = self.skipped.get(key, 0) + 1
+        self.skipped_bytes[bound] = self.skipped_bytes.get(bound, 0) + body_bytes
+
+    def callin_relayed(self, outcome: str) -> None:
+        self.callin[outcome] = self.callin.get(outcome, 0) + 1
 
     def error(self, stage: str) -> None:
         self.errors[stage] = self.errors.get(stage, 0) + 1
@@ -79,14 +93,30 @@ class EdgeMetrics(Collector):
             ("callstream_edge_sent_events", "Records acknowledged by Kafka (raw topic), by service.",
              "service", self.sent),
             ("callstream_edge_discarded_events",
-             "Pushes refused with a 4xx (quarantined to the dead-letter topic), by reason.", "reason", self.discarded),
+             "Pushes refused with a 4xx, by reason (stored on the dead-letter topic unless counted as skipped).",
+             "reason", self.discarded),
             ("callstream_edge_errors", "Failures answered with 503, by stage (publish, dead_letter, overload).",
              "stage", self.errors),
+            ("callstream_edge_quarantine_skipped_bytes",
+             "Body bytes of refused pushes not stored, by the quarantine bound that was spent (source, total).",
+             "bound", self.skipped_bytes),
+            ("callstream_edge_callin_relay",
+             "X-mode callin pushes relayed to the call-control app, by the answer given (upstream, fallback, "
+             "timeout, unavailable, bad_answer).", "outcome", self.callin),
         ):
             family = CounterMetricFamily(name, doc, labels=[label])
             for key, value in list(values.items()):
                 family.add_metric([key], value)
             yield family
+        skipped = CounterMetricFamily(
+            "callstream_edge_quarantine_skipped_events",
+            "Refused pushes answered but not stored on the dead-letter topic (quarantine budget spent), "
+            "by reason and bound (source, total).",
+            labels=["reason", "bound"],
+        )
+        for (reason, spent), value in list(self.skipped.items()):
+            skipped.add_metric([reason, spent], value)
+        yield skipped
         duration = HistogramMetricFamily(
             "callstream_edge_request_duration_seconds",
             "Time from request start to response, by route and status.",

@@ -1,4 +1,4 @@
-"""Classify a push body: which ``eventType`` it is and which Kafka key it gets.
+"""Classify a push body: which ``eventType`` it is, which Kafka key it gets and which appKeys it names.
 
 The body is only inspected, never rewritten: unknown extra fields are kept as they are. Anything that
 is not a notification raises :class:`BadNotification` with one reason word:
@@ -24,10 +24,12 @@ ALL_EVENTS = frozenset().union(*SERVICE_EVENTS.values())
 
 
 class Classified(NamedTuple):
-    """What the edge needs from a body: its ``event_type`` and the Kafka ``key`` (None when absent)."""
+    """What the edge needs from a body: its ``event_type``, the Kafka ``key`` (None when absent) and the
+    distinct ``appKey`` values the body names (top level, ``statusInfo``, every ``feeLst`` entry)."""
 
     event_type: str
     key: str | None
+    app_keys: tuple[str, ...] = ()
 
 
 def _parse(body: bytes) -> Any:
@@ -54,6 +56,22 @@ def _first_str(items: list[Any], field: str) -> str | None:
     return None
 
 
+def _app_keys(doc: dict[str, Any], records: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
+    """Distinct appKeys named in ``doc`` and its records; a non-string value is shown as JSON."""
+    try:  # the common case: every record names the same string (or none)
+        keys = {r.get("appKey") for r in records if isinstance(r, dict)}
+        keys.add(doc.get("appKey"))
+    except TypeError:  # an unhashable value (object, list): the slow path
+        keys = set()
+        for value in (doc.get("appKey"), *(r.get("appKey") for r in records if isinstance(r, dict))):
+            keys.add(value if value is None or isinstance(value, str) else orjson.dumps(value).decode())
+    keys.discard(None)
+    keys.discard("")
+    if not keys:
+        return ()
+    return tuple(sorted(k if isinstance(k, str) else orjson.dumps(k).decode() for k in keys))
+
+
 def classify(service: str, body: bytes) -> Classified:
     """Event type and key of ``body`` pushed to the ``service`` path (``voice`` or ``privacy``)."""
     allowed = SERVICE_EVENTS.get(service)
@@ -72,14 +90,15 @@ def classify(service: str, body: bytes) -> Classified:
         fees = doc.get("feeLst")
         if not isinstance(fees, list) or not fees:
             raise BadNotification("fee notification needs a non-empty feeLst list", reason="missing_field")
-        return Classified(event_type, _first_str(fees, "sessionId"))
+        return Classified(event_type, _first_str(fees, "sessionId"), _app_keys(doc, fees))
     if event_type == "numStatus":
         numbers = doc.get("numInfo")
         if not isinstance(numbers, list) or not numbers:
             raise BadNotification("numStatus notification needs a non-empty numInfo list", reason="missing_field")
-        return Classified(event_type, _first_str(numbers, "number"))
+        return Classified(event_type, _first_str(numbers, "number"), _app_keys(doc, numbers))
     info = doc.get("statusInfo")
     if not isinstance(info, dict):
         raise BadNotification(f"{event_type} notification needs a statusInfo object", reason="missing_field")
     session = info.get("sessionId")
-    return Classified(event_type, session if isinstance(session, str) and session else None)
+    named = _app_keys(doc, (info,)) if "appKey" in info or "appKey" in doc else ()  # events rarely name one
+    return Classified(event_type, session if isinstance(session, str) and session else None, named)

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from core.errors import BrokerUnavailable
-from core.kafka import ensure_topics, producer_kwargs
+from core.kafka import ensure_topics, kafka_error, producer_kwargs
 from core.settings import Settings
 from ingest.batcher import PartitionBatcher, Waiter
 from ingest.deadlines import Deadlines
@@ -133,7 +133,7 @@ class Publisher:
             except TimeoutError:
                 raise BrokerUnavailable(self._late) from None
             except KafkaError as exc:
-                raise BrokerUnavailable(f"Kafka refused the write: {exc!r}") from exc
+                raise kafka_error(exc, f"write to {topic}") from exc
             waiter = self.submit(topic, value, key, headers)
             if waiter is None:
                 raise BrokerUnavailable(f"Kafka has no partitions for {topic}")
@@ -178,3 +178,4 @@ class Publisher:
                 log.warning("producer did not flush cleanly on shutdown: %r", exc)
         if deadlines is not None:
             deadlines.close()
+        self.serializer.close()  # the schema registry client's connections

@@ -12,4 +12,9 @@ AVRO_DIR = SCHEMAS_DIR / "avro"
 CLICKHOUSE_DIR = SCHEMAS_DIR / "clickhouse"
 CODES_DIR = SCHEMAS_DIR / "codes"
 
-__all__ = ["SCHEMAS_DIR", "AVRO_DIR", "CLICKHOUSE_DIR", "CODES_DIR"]
+#: the tables of loaded records, in the order of the flow (a push's CDRs, its events, number status)
+ROW_TABLES = ("cdrs", "call_events", "number_status")
+#: every table the consumer writes: the loaded records and the quarantine
+TABLES = (*ROW_TABLES, "failed_events")
+
+__all__ = ["SCHEMAS_DIR", "AVRO_DIR", "CLICKHOUSE_DIR", "CODES_DIR", "ROW_TABLES", "TABLES"]

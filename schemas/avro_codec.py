@@ -21,12 +21,13 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from core.errors import UnknownSchema
+
+__all__ = ["MARKER", "UnknownSchema", "decode", "encode", "encode_long", "fingerprint_int", "parsed_schema",
+           "schema_fingerprint", "schema_json", "schema_names"]
+
 AVRO_DIR = Path(__file__).parent / "avro"
 MARKER = b"\xc3\x01"
-
-
-class UnknownSchema(ValueError):
-    """The bytes name a writer schema that is not shipped in schemas/avro."""
 
 
 @lru_cache(maxsize=None)

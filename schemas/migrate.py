@@ -10,8 +10,16 @@ Files are templates with these placeholders (plain text replacement, so ClickHou
     {engine_prefix}  "" or "Replicated"            e.g. {engine_prefix}ReplacingMergeTree(...)
     {engine_args}    "" or "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}', "
 
-    callstream migrate [--dry-run] [--cluster NAME]
+    callstream migrate [--dry-run] [--cluster NAME] [--rebuild-rollups]
     apply_migrations(settings)  -> list of versions applied, e.g. ["0001_tables"]
+    rebuild_rollups(settings)   -> the rollup tables refilled from their source tables
+
+Rollups: a migration that creates a ``MATERIALIZED VIEW ... TO target AS SELECT ... FROM source`` is
+followed, in the same step, by a backfill of ``target`` from ``source FINAL`` (the rows that were there
+before the view existed). ``rebuild_rollups`` does the same for every rollup at any time: it truncates
+the target and re-inserts the view's SELECT over ``source FINAL``, so running it twice gives the same
+rows (idempotent). Run it with the loaders stopped: rows inserted while it runs may be counted twice or
+not at all. On a cluster it refuses: run it on each shard's node.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from core import store
+from core.errors import ConfigError
 from core.settings import Settings
 from schemas.cluster import cluster_statements, merge_tree_tables
 from schemas.retention import apply_retention, retention_statements
@@ -35,6 +44,13 @@ log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).parent / "clickhouse"
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MV_RE = re.compile(
+    r"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<view>[\w.`]+)\s+TO\s+(?P<target>[\w.`]+)\s+"
+    r"AS\s+(?P<select>SELECT\b.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+_DROP_RE = re.compile(r"^DROP\s+(?:VIEW|TABLE)\s+(?:IF\s+EXISTS\s+)?(?P<name>[\w.`]+)", re.IGNORECASE)
+_FROM_RE = re.compile(r"\bFROM\s+(?P<table>[\w.`]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,62 @@ def rendered(text: str, database: str, cluster: str = "") -> list[str]:
     return cluster_statements(statements, cluster, database, tables)
 
 
+@dataclass(frozen=True)
+class Rollup:
+    """A materialized view and its target table; ``backfill`` is its SELECT over ``source FINAL``."""
+
+    view: str
+    target: str
+    backfill: str
+
+
+def rollups(statements: list[str]) -> dict[str, Rollup]:
+    """The rollups that single-node ``statements`` define (a later definition or DROP wins)."""
+    found: dict[str, Rollup] = {}
+    for stmt in statements:
+        drop = _DROP_RE.match(stmt)
+        if drop:
+            found.pop(drop.group("name"), None)
+            continue
+        match = _MV_RE.match(stmt)
+        if match:
+            backfill = _FROM_RE.sub(r"FROM \g<table> FINAL", match.group("select"), count=1)
+            found[match.group("view")] = Rollup(match.group("view"), match.group("target"), backfill)
+    return found
+
+
+def defined_rollups(database: str, upto: int | None = None) -> list[Rollup]:
+    """Every rollup of the migrations (up to version ``upto``), in definition order."""
+    statements = [s for m in discover() if upto is None or m.version <= upto
+                  for s in render(m.text(), placeholders(database))]
+    return list(rollups(statements).values())
+
+
+def _refill(client: Client, rollup: Rollup) -> None:
+    # insert_deduplicate=0: a rebuild inserts the very blocks an earlier rebuild did, which the target's
+    # deduplication window would otherwise drop as retries
+    client.command(f"TRUNCATE TABLE {rollup.target}")
+    client.command(f"INSERT INTO {rollup.target} {rollup.backfill}", settings={"insert_deduplicate": 0})
+
+
+def rebuild_rollups(settings: Settings, client: Client | None = None) -> list[str]:
+    """Refill every rollup table from its source table (``FINAL``); returns the targets rebuilt."""
+    if settings.clickhouse_cluster:
+        raise ConfigError(
+            f"CALLSTREAM_CLICKHOUSE_CLUSTER={settings.clickhouse_cluster}: rebuild the rollups on each shard's "
+            "node (run `callstream migrate --rebuild-rollups` there without the cluster setting)"
+        )
+    client = client or store.connect(settings)
+    applied = applied_versions(client, settings.clickhouse_database)
+    rebuilt: list[str] = []
+    for rollup in defined_rollups(settings.clickhouse_database, max(applied, default=0)):
+        with store.locked(client):
+            _refill(client, rollup)
+        log.info("rebuilt rollup %s from its source", rollup.target)
+        rebuilt.append(rollup.target)
+    return rebuilt
+
+
 def _ledger_ddl(values: dict[str, str]) -> list[str]:
     engine = f"{values['{engine_prefix}']}ReplacingMergeTree({values['{engine_args}']}applied_at)"
     return [
@@ -126,8 +198,11 @@ def applied_versions(client: Client, database: str) -> dict[int, str]:
     return {int(v): str(c) for v, c in rows.result_rows}
 
 
-def apply_migrations(settings: Settings, client: Client | None = None, *, cluster: str = "") -> list[str]:
-    """Apply pending migrations; returns their labels (``[]`` when the schema is current)."""
+def apply_migrations(
+    settings: Settings, client: Client | None = None, *, cluster: str = "", upto: int | None = None
+) -> list[str]:
+    """Apply pending migrations (those numbered ``<= upto`` if given); returns their labels
+    (``[]`` when the schema is current)."""
     client = client or store.connect(settings)
     cluster = cluster or settings.clickhouse_cluster
     values = placeholders(settings.clickhouse_database, cluster)
@@ -138,13 +213,19 @@ def apply_migrations(settings: Settings, client: Client | None = None, *, cluste
     done = applied_versions(client, db)
     applied: list[str] = []
     for migration in discover():
+        if upto is not None and migration.version > upto:
+            break
+        statements = rendered(migration.text(), db, cluster)
         if migration.version in done:
             if done[migration.version] != migration.checksum():
                 log.warning("migration %s changed after it was applied; not re-applied", migration.label)
             continue
         with store.locked(client):
-            for stmt in rendered(migration.text(), db, cluster):
+            for stmt in statements:
                 client.command(stmt)
+            if not cluster:  # the rows stored before these views existed (on a cluster: per shard)
+                for rollup in rollups(render(migration.text(), values)).values():
+                    _refill(client, rollup)
             client.insert(
                 f"{db}.schema_migrations",
                 [[migration.version, migration.name, migration.checksum()]],
@@ -167,10 +248,17 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             print(f"-- {migration.label}")
             for stmt in statements:
                 print(stmt + ";\n")
+            if not (cluster or settings.clickhouse_cluster):
+                for rollup in rollups(render(migration.text(), values)).values():
+                    print(f"-- backfill of {rollup.target}\nTRUNCATE TABLE {rollup.target};\n"
+                          f"INSERT INTO {rollup.target} {rollup.backfill};\n")
         print("-- retention (applied when it differs from the tables' current TTL)")
         for stmt in retention_statements(settings, cluster):
             print(stmt + ";\n")
         return 0
     applied = apply_migrations(settings, cluster=cluster)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'schema is current'}")
+    if getattr(args, "rebuild_rollups", False):
+        rebuilt = rebuild_rollups(settings)
+        print(f"rebuilt {len(rebuilt)} rollup(s) from the stored rows: {', '.join(rebuilt) or 'none defined'}")
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from core.errors import BrokerUnavailable, ConfigError
+from core.errors import RegistryError, UnknownSchema
 from schemas.avro_codec import schema_json
 
 
@@ -53,13 +53,13 @@ class Registry:
             schema_id = int(self._client.register_schema(subject_for(topic), schema))
         except SchemaRegistryError as exc:
             if _server_side(exc):
-                raise BrokerUnavailable(f"schema registry {self.url} is failing: {exc}") from exc
-            raise ConfigError(
+                raise RegistryError(f"schema registry {self.url} is failing: {exc}", retriable=True) from exc
+            raise RegistryError(
                 f"schema registry {self.url} refused {name} under {subject_for(topic)}: {exc}. "
                 "Check the subject's compatibility level or register the schema by hand"
             ) from exc
         except Exception as exc:  # httpx transport errors: connection refused, timeouts
-            raise BrokerUnavailable(f"schema registry {self.url} is unreachable: {exc}") from exc
+            raise RegistryError(f"schema registry {self.url} is unreachable: {exc}", retriable=True) from exc
         with self._lock:
             self._ids[key] = schema_id
         return schema_id
@@ -70,12 +70,14 @@ class Registry:
             found = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if _server_side(exc):
-                raise BrokerUnavailable(f"schema registry {self.url} is failing: {exc}") from exc
-            raise ConfigError(f"schema registry {self.url} has no schema id {schema_id}: {exc}") from exc
+                raise RegistryError(f"schema registry {self.url} is failing: {exc}", retriable=True) from exc
+            if getattr(exc, "http_status_code", None) == 404:
+                raise UnknownSchema(f"schema registry {self.url} has no schema id {schema_id}: {exc}") from exc
+            raise RegistryError(f"schema registry {self.url} refused to return schema id {schema_id}: {exc}") from exc
         except Exception as exc:
-            raise BrokerUnavailable(f"schema registry {self.url} is unreachable: {exc}") from exc
+            raise RegistryError(f"schema registry {self.url} is unreachable: {exc}", retriable=True) from exc
         if found.schema_str is None:
-            raise ConfigError(f"schema registry {self.url} returned schema id {schema_id} without a schema")
+            raise UnknownSchema(f"schema registry {self.url} returned schema id {schema_id} without a schema")
         return dict(json.loads(found.schema_str))
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from core.errors import ConfigError
+from core.errors import RegistryError
 from core.settings import Settings
 from schemas.avro_codec import (
     AVRO_DIR,
@@ -219,7 +219,7 @@ class Serializer:
 
     def fetch_writers(self, payloads: list[bytes | None]) -> int:
         """Fetch the writer schemas of the Confluent-framed ``payloads`` not seen yet, so ``decode`` needs
-        no HTTP call. Raises ``BrokerUnavailable`` while the registry is unreachable (retry later); a
+        no HTTP call. Raises a retriable ``RegistryError`` while the registry is unreachable; a
         schema the registry does not have is left for ``decode`` to report for its record. Returns how
         many schemas were fetched."""
         if self.registry is None:
@@ -230,7 +230,11 @@ class Serializer:
         for schema_id in sorted(named - self._writers.keys()):  # each id asked once per batch
             try:
                 self._writer(schema_id)
-            except (ConfigError, UnknownSchema):
+            except RegistryError as exc:
+                if exc.retriable:
+                    raise
+                continue  # refused for good: decode raises it again and quarantines the record
+            except UnknownSchema:
                 continue  # poison for that record only: decode raises it again and quarantines the record
             fetched += 1
         return fetched

@@ -9,22 +9,20 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 
 from callstream.cli import build_parser
 from callstream.replay import replay
-from core.kafka import consumer_kwargs
 from core.settings import Settings
 from ingest.app import create_app
 from ingest.auth import sign_headers
 from schemas.avro_codec import encode
 from schemas.serde import decode
+from tests.helpers import read_records
 from tests.conftest import (
     TEST_APP_KEY,
     TEST_APP_SECRET,
@@ -54,23 +52,6 @@ class AvroFormat:
 
     def get_content_type(self) -> str:
         return "application/avro"
-
-
-async def read_all(settings: Settings, topic: str, count: int, timeout_s: float = 15.0) -> list[Any]:
-    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None))
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < count and time.monotonic() < deadline:
-            for items in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(items)
-        return records
-    finally:
-        await consumer.stop()
 
 
 def as_event(record: Any) -> Any:
@@ -105,8 +86,8 @@ async def push_through_edge(settings: Settings) -> tuple[list[Any], list[Any], s
             refused = await client.post("/notify/voice", content=sample_bytes(PUSHES[0][1]),
                                         headers={"Content-Type": "application/json"})
             assert refused.status_code == 401
-    raw = await read_all(settings, settings.raw_topic, len(PUSHES))
-    dead = await read_all(settings, settings.dead_topic, 1)
+    raw = await read_records(settings, settings.raw_topic, len(PUSHES))
+    dead = await read_records(settings, settings.dead_topic, 1)
     return raw, dead, refused.json()["id"]
 
 
@@ -150,7 +131,7 @@ def test_replayed_records_are_cloudevents(settings: Settings) -> None:
     })
     asyncio.run(produce(settings, settings.dead_topic, [letter]))
     asyncio.run(replay(build_parser().parse_args(["replay", "dead"]), settings, io.StringIO()))
-    (record,) = asyncio.run(read_all(settings, settings.raw_topic, 1))
+    (record,) = asyncio.run(read_records(settings, settings.raw_topic, 1))
     event = as_event(record)
     assert event.get_id() == "9" * 32 and event.get_time() == received
     assert event.get_source() == f"huawei/voice/{TEST_APP_KEY}" and event.get_type() == "com.huaweicloud.voice.fee"

@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from consumers.load import ClickHouseSink, classify_store_error
 from core import store
-from core.errors import StoreRejected, StoreUnavailable
+from core.errors import StoreFailed, StoreRejected, StoreUnavailable
 from core.settings import Settings
 from schemas.migrate import apply_migrations
 
 
 def _row(key: int, **over: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"dedup_key": key, "notification_id": "n", "record_index": 0, "service": "privacy",
-                           "received_at": 1_710_209_704_000_000, "app_key": "a", "number": "+86170",
+                           "received_at": 1_710_209_704_000_000, "app_key": "a", "auth_app_key": "a", "number": "+86170",
                            "status": 5, "cause": None, "status_desc": "Normal", "cause_desc": "",
                            "available": 1, "receipt_day": __import__("datetime").date(2024, 3, 12),
                            "extra": "{}", "raw": "{}"}
@@ -37,6 +37,9 @@ def test_classification_of_real_errors(settings: Settings) -> None:
     assert isinstance(classify_store_error(OperationalError("connection refused")), StoreUnavailable)
     assert isinstance(classify_store_error(TypeError("bad value")), StoreRejected)
     assert StoreUnavailable.retriable and not StoreRejected.retriable
+    unknown = classify_store_error(RuntimeError("a bug in the loader"))
+    assert isinstance(unknown, StoreFailed) and unknown.retriable and unknown.max_retries == 5
+    assert isinstance(classify_store_error(DatabaseError("no code in this text")), StoreFailed)
 
 
 def test_lookup_token_and_poison_isolation(settings: Settings) -> None:
@@ -47,10 +50,7 @@ def test_lookup_token_and_poison_isolation(settings: Settings) -> None:
     assert loaded == 3 and [r["dedup_key"] for r, _ in bad] == [3]
     assert isinstance(bad[0][1], StoreRejected)
     assert sink.existing_keys("number_status", [1, 2, 3, 4, 2**64 - 1]) == {1, 2, 2**64 - 1}
-    assert sink.existing_keys_by_table({"number_status": [1, 3, 2**64 - 1], "cdrs": [1, 2], "call_events": []}) == {
-        "number_status": {1, 2**64 - 1}, "cdrs": set(), "call_events": set()}
-    assert sink.existing_keys_by_table({"number_status": [4, 2], "cdrs": [5]}, chunk=1) == {
-        "number_status": {2}, "cdrs": set()}  # more keys than one query takes: table by table
+    assert sink.existing_keys("number_status", [4, 2, 1], chunk=1) == {1, 2}  # one query per chunk
     assert sink.insert("number_status", [_row(1), _row(2)]) == 2  # same rows, same token: no-op
     assert store.query_rows(sink.client, f"SELECT count() FROM {settings.clickhouse_database}.number_status")[0][0] == 3
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from consumers.load import ClickHouseSink
@@ -24,19 +23,10 @@ from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
 from core.settings import Settings
 from schemas.avro_codec import decode, encode
 from schemas.migrate import apply_migrations
+from tests.helpers import await_until, read_records, run_async
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY, sample_bytes, sample_paths
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def run_async(func: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test body on a fresh event loop (no asyncio plugin needed)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(func(*args, **kwargs))
-
-    return wrapper
 
 
 def envelope(body: bytes, service: str = "voice", *, nid: str | None = None) -> bytes:
@@ -72,14 +62,6 @@ def count(settings: Settings, sql: str) -> int:
     return int(store.query_rows(client, sql.format(db=settings.clickhouse_database))[0][0])
 
 
-async def wait_for(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
-
-
 async def with_consumer(settings: Settings, body: Callable[[CollectorRegistry], Awaitable[None]],
                         **kwargs: Any) -> None:
     stop, ready, registry = asyncio.Event(), asyncio.Event(), CollectorRegistry()
@@ -95,23 +77,6 @@ async def with_consumer(settings: Settings, body: Callable[[CollectorRegistry], 
         await asyncio.wait_for(task, 30)
 
 
-async def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float = 20) -> list[Any]:
-    kwargs = {**consumer_kwargs(settings), "group_id": None}
-    consumer = AIOKafkaConsumer(**kwargs)
-    await consumer.start()
-    partitions = await consumer._client.fetch_all_metadata()
-    consumer.assign([TopicPartition(topic, p) for p in partitions.partitions_for_topic(topic) or ()])
-    out: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < expected and time.monotonic() < deadline:
-            polled = await consumer.getmany(timeout_ms=200)
-            out.extend(r for recs in polled.values() for r in recs)
-    finally:
-        await consumer.stop()
-    return out
-
-
 CDR_COUNT = "SELECT count() FROM {db}.cdrs"
 
 
@@ -120,7 +85,7 @@ async def test_every_sample_lands_with_descriptions_and_downstream(settings: Set
     await produce(settings, all_samples())
 
     async def body(registry: CollectorRegistry) -> None:
-        await wait_for(lambda: count(settings, CDR_COUNT) == 8
+        await await_until(lambda: count(settings, CDR_COUNT) == 8
                        and count(settings, "SELECT count() FROM {db}.call_events") == 17
                        and count(settings, "SELECT count() FROM {db}.number_status") == 2)
         assert registry.get_sample_value("callstream_consumer_received_events_total") == len(sample_paths())
@@ -143,7 +108,7 @@ async def test_every_sample_lands_with_descriptions_and_downstream(settings: Set
     assert rejected[0][1] == "user_rejected" and rejected[0][0].startswith("Call refused")
     assert store.query_rows(client, f"SELECT count() FROM {db}.failed_events")[0][0] == 0
 
-    records = await read_topic(settings, settings.cdrs_topic, 8)
+    records = await read_records(settings, settings.cdrs_topic, 8)
     assert len(records) == 8
     name, cdr = decode(records[0].value)
     headers = dict(records[0].headers)
@@ -151,7 +116,7 @@ async def test_every_sample_lands_with_descriptions_and_downstream(settings: Set
     assert headers["ce_subject"] == records[0].key == cdr["session_id"].encode()
     assert headers["ce_type"] in (b"com.huaweicloud.voice.cdr", b"com.huaweicloud.privacy.cdr")
     assert headers["ce_id"].decode() == f"{cdr['notification_id']}:{cdr['record_index']}"
-    statuses = await read_topic(settings, settings.number_status_topic, 2)
+    statuses = await read_records(settings, settings.number_status_topic, 2)
     assert sorted(r.key for r in statuses) == [b"+8617000000001", b"+8617000000002"]
 
 
@@ -164,8 +129,8 @@ async def test_same_cdr_seven_times_is_one_row(make_settings: Callable[..., Sett
     await produce(settings, [envelope(merged)] + [envelope(single) for _ in range(2)])
 
     async def first(registry: CollectorRegistry) -> None:
-        await wait_for(lambda: registry.get_sample_value("callstream_consumer_received_events_total") == 3)
-        await wait_for(lambda: count(settings, CDR_COUNT) == 1)
+        await await_until(lambda: registry.get_sample_value("callstream_consumer_received_events_total") == 3)
+        await await_until(lambda: count(settings, CDR_COUNT) == 1)
 
     await with_consumer(settings, first)
     await produce(settings, [envelope(single) for _ in range(2)])  # re-pushes hours later
@@ -176,8 +141,8 @@ async def test_same_cdr_seven_times_is_one_row(make_settings: Callable[..., Sett
     async def second(registry: CollectorRegistry) -> None:
         # 7 copies: each is a duplicate, except a copy of the merged push met first in its batch: the
         # store holds it under that very notification, so it is re-published (stored, maybe never sent)
-        await wait_for(lambda: registry.get_sample_value("callstream_consumer_received_events_total") == 5)
-        await wait_for(lambda: (registry.get_sample_value("callstream_consumer_discarded_events_total",
+        await await_until(lambda: registry.get_sample_value("callstream_consumer_received_events_total") == 5)
+        await await_until(lambda: (registry.get_sample_value("callstream_consumer_discarded_events_total",
                                                           {"reason": "duplicate"}) or 0) in (6, 7))
 
     await with_consumer(again, second)
@@ -208,9 +173,9 @@ async def test_crash_between_insert_and_commit_neither_duplicates_nor_loses(sett
     await produce(settings, [envelope(orjson.dumps(late))])
 
     async def body(registry: CollectorRegistry) -> None:
-        await wait_for(lambda: registry.get_sample_value("callstream_consumer_received_events_total")
+        await await_until(lambda: registry.get_sample_value("callstream_consumer_received_events_total")
                        == len(sample_paths()) + 1)
-        await wait_for(lambda: count(settings, CDR_COUNT) == 9)
+        await await_until(lambda: count(settings, CDR_COUNT) == 9)
 
     await with_consumer(settings, body)
     assert count(settings, "SELECT count() FROM {db}.call_events") == 17
@@ -239,7 +204,7 @@ async def test_store_unavailable_pauses_then_loads_everything(make_settings: Cal
     sink = FlakySink(settings, failures=4)
 
     async def body(registry: CollectorRegistry) -> None:
-        await wait_for(lambda: count(settings, CDR_COUNT) == 8
+        await await_until(lambda: count(settings, CDR_COUNT) == 8
                        and count(settings, "SELECT count() FROM {db}.call_events") == 17)
         assert registry.get_sample_value("callstream_consumer_errors_total", {"stage": "load"}) == 4
 
@@ -257,7 +222,7 @@ async def test_poison_is_quarantined_and_the_stream_goes_on(settings: Settings) 
     await produce(settings, values)
 
     async def body(registry: CollectorRegistry) -> None:
-        await wait_for(lambda: count(settings, "SELECT count() FROM {db}.failed_events") == 5
+        await await_until(lambda: count(settings, "SELECT count() FROM {db}.failed_events") == 5
                        and count(settings, "SELECT count() FROM {db}.number_status") == 2)
 
     await with_consumer(settings, body)
@@ -268,7 +233,7 @@ async def test_poison_is_quarantined_and_the_stream_goes_on(settings: Settings) 
     assert rows == [("decode", "bad_envelope", -1), ("normalise", "malformed", -1),
                     ("normalise", "missing_session_id", 2), ("normalise", "not_an_object", 1),
                     ("normalise", "unknown_event_type", -1)]
-    dead = await read_topic(settings, settings.dead_topic, 5)
+    dead = await read_records(settings, settings.dead_topic, 5)
     assert len(dead) == 5
     name, letter = decode(dead[0].value)
     assert name == "dead_letter" and letter["source_topic"] == settings.raw_topic and letter["source_offset"] >= 0

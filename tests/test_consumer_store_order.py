@@ -23,7 +23,7 @@ from core.settings import Settings
 from schemas.avro_codec import encode
 from schemas.migrate import apply_migrations
 from tests.conftest import TEST_APP_KEY, sample_bytes
-from tests.test_consumer_runner import read_topic
+from tests.helpers import read_records
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,7 +73,7 @@ def test_refused_rows_are_quarantined_and_never_published(settings: Settings) ->
     asyncio.run(deliver(settings, client, merged_push(uuid.uuid4().hex), publish=True, spoil=spoil))
     stored = rows(client, f"SELECT record_index FROM {db}.cdrs ORDER BY record_index")
     assert stored == [(0,), (3,)]
-    published = asyncio.run(read_topic(settings, settings.cdrs_topic, 3, timeout_s=8))
+    published = asyncio.run(read_records(settings, settings.cdrs_topic, 3, timeout_s=8))
     assert len(published) == 2  # only what the store holds
     failed = rows(client, f"SELECT record_index, stage, reason, detail FROM {db}.failed_events ORDER BY record_index")
     assert [(i, stage, reason) for i, stage, reason, _ in failed] == [(1, "load", "store_rejected"), (2, "load", "store_rejected")]
@@ -101,8 +101,8 @@ def test_stored_but_unpublished_rows_are_published_on_redelivery(settings: Setti
     asyncio.run(deliver(settings, client, record, publish=False))  # stored, then the process dies
     asyncio.run(deliver(settings, client, record, publish=True))  # the same record, redelivered
     assert rows(client, f"SELECT count() FROM {db}.cdrs") == [(4,)]
-    assert len(asyncio.run(read_topic(settings, settings.cdrs_topic, 4, timeout_s=10))) == 4
+    assert len(asyncio.run(read_records(settings, settings.cdrs_topic, 4, timeout_s=10))) == 4
     # a different push carrying the same CDRs is a duplicate: neither stored nor published again
     asyncio.run(deliver(settings, client, merged_push(uuid.uuid4().hex), publish=True))
     assert rows(client, f"SELECT count() FROM {db}.cdrs") == [(4,)]
-    assert len(asyncio.run(read_topic(settings, settings.cdrs_topic, 5, timeout_s=5))) == 4
+    assert len(asyncio.run(read_records(settings, settings.cdrs_topic, 5, timeout_s=5))) == 4

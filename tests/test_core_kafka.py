@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer
 
-from core.kafka import _AIOKAFKA_PRODUCER_NAMES, librdkafka_config, producer_kwargs
+from core.errors import ConfigError
+from core.kafka import _AIOKAFKA_PRODUCER_NAMES, ensure_topics, librdkafka_config, producer_kwargs, read_topic
 from core.settings import Settings
 
 
@@ -103,3 +105,38 @@ def test_a_missing_ca_file_is_reported_when_the_client_is_configured(tmp_path: P
     settings = Settings(kafka_bootstrap="k:9093", kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "no.pem")
     with pytest.raises((FileNotFoundError, ssl.SSLError)):
         producer_kwargs(settings)
+
+
+async def _produce(settings: Settings, records: list[tuple[int, bytes, int]]) -> None:
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(**producer_kwargs(settings))
+    await producer.start()
+    try:
+        for partition, value, timestamp_ms in records:
+            await producer.send_and_wait(settings.raw_topic, value, partition=partition, timestamp_ms=timestamp_ms)
+    finally:
+        await producer.stop()
+
+
+def test_read_topic_from_offsets_times_and_to_the_end(settings: Settings) -> None:
+    base_ms = 1_710_200_000_000
+    records = [(n % 2, f"v{n}".encode(), base_ms + n * 1000) for n in range(10)]
+    asyncio.run(_produce(settings, records))
+
+    def values(**kwargs: object) -> list[bytes]:
+        found = asyncio.run(read_topic(settings, settings.raw_topic, timeout_s=30, **kwargs))  # type: ignore[arg-type]
+        return sorted(r.value for r in found)
+
+    every = sorted(v for _, v, _ in records)
+    assert values() == every
+    assert values(partitions=[1]) == [b"v1", b"v3", b"v5", b"v7", b"v9"]
+    assert values(partitions=[0], start={0: 2}, stop={0: 3}) == [b"v4", b"v6"]  # partition offsets 2..3
+    since = datetime.fromtimestamp((base_ms + 6000) / 1000, UTC)
+    until = datetime.fromtimestamp((base_ms + 8000) / 1000, UTC)
+    window = values(since=since, until=until)  # the broker's time index may start earlier, never later
+    assert {b"v6", b"v7"} <= set(window) and not {b"v8", b"v9"} & set(window)
+    assert asyncio.run(read_topic(settings, "no.such.topic", missing_ok=True)) == []
+    with pytest.raises(ConfigError, match="does not exist"):
+        asyncio.run(read_topic(settings, "no.such.topic"))
+    with pytest.raises(ConfigError, match="no partition"):
+        asyncio.run(read_topic(settings, settings.raw_topic, partitions=[7]))

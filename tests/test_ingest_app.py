@@ -13,15 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from core.broker import EmbeddedBroker
-from core.kafka import consumer_kwargs
 from core.settings import Settings
 from ingest.app import create_app
 from ingest.auth import sign_headers
 from schemas.avro_codec import decode
+from tests.helpers import read_records, run_async
 from tests.conftest import (
     TEST_APP_KEY,
     TEST_APP_SECRET,
@@ -30,13 +28,7 @@ from tests.conftest import (
     sample_paths,
 )
 
-pytestmark = pytest.mark.anyio
 BASE = "http://edge.test"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @asynccontextmanager
@@ -47,24 +39,6 @@ async def running_edge(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
-
-
-async def read_records(settings: Settings, topic: str, count: int, timeout_s: float = 15.0) -> list[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None))
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for items in batch.values():
-                records.extend(items)
-        return records
-    finally:
-        await consumer.stop()
 
 
 def creds(service: str) -> tuple[str, str]:
@@ -87,6 +61,7 @@ def expected_key(body: bytes) -> str:
     return str(doc["numInfo"][0]["number"])
 
 
+@run_async
 async def test_every_sample_comes_out_byte_identical(settings: Settings) -> None:
     sent: dict[str, tuple[bytes, str, str]] = {}
     schemes = {"voice": ["aksk-voice", "aksk", "wsse"], "privacy": ["aksk", "wsse"]}
@@ -145,6 +120,7 @@ AUTH_FAILURES: list[tuple[str, Callable[[], dict[str, str]]]] = [
 ]
 
 
+@run_async
 async def test_auth_failures_are_401_and_quarantined(settings: Settings) -> None:
     body = (sample_paths()[0]).read_bytes()
     async with running_edge(settings) as client:
@@ -166,6 +142,7 @@ async def test_auth_failures_are_401_and_quarantined(settings: Settings) -> None
     assert bad["app_key"] == TEST_PRIVACY_APP_KEY
 
 
+@run_async
 async def test_replayed_nonce_after_200_is_refused(settings: Settings) -> None:
     body = sample_paths()[0].read_bytes()
     headers = signed("privacy")
@@ -176,6 +153,7 @@ async def test_replayed_nonce_after_200_is_refused(settings: Settings) -> None:
     assert len(await read_records(settings, settings.raw_topic, 1)) == 1
 
 
+@run_async
 async def test_auth_off_accepts_unsigned(make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
     settings = make_settings(auth="off", apps="")
     body = sample_paths()[-1].read_bytes()
@@ -196,6 +174,7 @@ BAD_INPUTS = [
 ]
 
 
+@run_async
 async def test_bad_inputs_are_4xx_and_dead_lettered(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(max_body_bytes=4096)
     big = b'{"eventType": "fee", "feeLst": [' + b"1," * 4000 + b"1]}"
@@ -219,6 +198,7 @@ async def test_bad_inputs_are_4xx_and_dead_lettered(make_settings: Callable[...,
         assert TEST_APP_SECRET not in json.dumps(letter["headers"])
 
 
+@run_async
 async def test_in_flight_limit_answers_503(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(max_in_flight_requests=1)
     release = asyncio.Event()
@@ -243,6 +223,7 @@ async def test_in_flight_limit_answers_503(make_settings: Callable[..., Settings
         assert 'callstream_edge_errors_total{stage="overload"} 1.0' in (await client.get("/metrics")).text
 
 
+@run_async
 async def test_broker_down_gives_503_within_deadline(make_settings: Callable[..., Settings]) -> None:
     own = EmbeddedBroker().start()
     try:
@@ -263,6 +244,7 @@ async def test_broker_down_gives_503_within_deadline(make_settings: Callable[...
         own.stop()
 
 
+@run_async
 async def test_edge_starts_without_kafka_and_reports_not_ready(make_settings: Callable[..., Settings]) -> None:
     from core.broker import free_port
 
@@ -274,6 +256,7 @@ async def test_edge_starts_without_kafka_and_reports_not_ready(make_settings: Ca
         assert response.status_code == 503 and time.monotonic() - started < 1.5
 
 
+@run_async
 async def test_retry_after_503_is_not_a_replay(make_settings: Callable[..., Settings]) -> None:
     own = EmbeddedBroker().start()
     try:
@@ -295,6 +278,7 @@ async def test_retry_after_503_is_not_a_replay(make_settings: Callable[..., Sett
         own.stop()
 
 
+@run_async
 async def test_methods_and_health(settings: Settings) -> None:
     async with running_edge(settings) as client:
         assert (await client.get("/notify/voice")).status_code == 405
@@ -304,6 +288,7 @@ async def test_methods_and_health(settings: Settings) -> None:
         assert "callstream_edge_in_flight_requests 0.0" in text
 
 
+@run_async
 async def test_edge_connects_once_kafka_comes_up(make_settings: Callable[..., Settings]) -> None:
     from core.broker import free_port
 

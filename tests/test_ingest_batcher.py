@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections import Counter
 
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.kafka import consumer_kwargs
@@ -15,15 +14,11 @@ from core.settings import Settings
 from ingest.deadlines import Deadlines
 from ingest.partitioner import murmur2
 from ingest.publisher import Publisher
-
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+from tests.helpers import run_async
 
 
+
+@run_async
 async def test_concurrent_publishes_land_once_on_their_key_partition(settings: Settings) -> None:
     publisher = Publisher(settings)
     await publisher.start()
@@ -57,6 +52,7 @@ async def test_concurrent_publishes_land_once_on_their_key_partition(settings: S
     assert len(seen) == len(keys) and set(seen.values()) == {1}
 
 
+@run_async
 async def test_deadlines_settle_pending_waiters_in_order_and_skip_settled_ones() -> None:
     loop = asyncio.get_running_loop()
     deadlines = Deadlines(loop, 0.05, "late")

@@ -14,6 +14,7 @@ from ingest.app import create_app
 from ingest.auth import sign_headers
 from ingest.guard import AppRateLimiter, IPAllowlist, IpNotAllowed, RateLimited, is_loopback, parse_cidrs
 from tests.conftest import TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET, sample_bytes
+from tests.helpers import run_async
 
 
 class FakeClock:
@@ -95,12 +96,7 @@ def _push(client: httpx.AsyncClient) -> httpx.Response:
     )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.mark.anyio
+@run_async
 async def test_edge_refuses_outside_addresses_and_counts_them(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(edge_allow_cidrs="10.0.0.0/8", metrics_public=False)
     async with edge(settings, "198.51.100.7") as outside:
@@ -116,7 +112,7 @@ async def test_edge_refuses_outside_addresses_and_counts_them(make_settings: Cal
         assert 'callstream_edge_discarded_events_total{reason="ip_not_allowed"} 1.0' in text
 
 
-@pytest.mark.anyio
+@run_async
 async def test_edge_rate_limits_per_app_with_retry_after(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(rate_limit_per_app_per_s=0.5)
     async with edge(settings, "127.0.0.1") as client:

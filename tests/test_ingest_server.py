@@ -18,7 +18,7 @@ from core.settings import Settings
 from ingest.auth import sign_headers
 from schemas.avro_codec import decode
 from tests.conftest import TEST_APP_KEY, TEST_APP_SECRET, sample_bytes
-from tests.test_ingest_app import read_records
+from tests.helpers import read_records
 
 
 def test_edge_command_serves_and_shuts_down(settings: Settings, tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumers.pepper import ensure_pepper_file
 from consumers.numbers import (
     DEFAULT_POLICY,
     Policy,
-    ensure_pepper_file,
     keyed_hash,
     mask,
     policy_from_settings,

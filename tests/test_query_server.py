@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 
 import clickhouse_connect
 import httpx
 import pytest
-import uvicorn
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from callstream.query_server import QueryRefused, check_read_only, create_app, first_keyword, split_format
 from core import store
-from core.broker import free_port
 from core.settings import Settings
+from tests.helpers import serve_in_thread
 
 
 @pytest.fixture
@@ -33,19 +30,10 @@ def endpoint(settings: Settings) -> Iterator[str]:
             f"INSERT INTO {db}.calls VALUES ('s1', 'voice', 12, '2024-03-12 02:15:40'), "
             "('s2', 'privacy', 0, '2024-03-12 02:16:05'), ('s3', 'voice', 95, '2024-03-12 02:31:40')"
         )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "query endpoint did not start"
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serve_in_thread(create_app(settings)) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(10)
         with store.locked(client):
             client.command(f"DROP DATABASE IF EXISTS {db}")
 

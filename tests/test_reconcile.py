@@ -15,6 +15,7 @@ from callstream.sim_calls import build_pushes, generate_calls
 from core import store
 from core.kafka import ensure_topics
 from core.settings import Settings
+from schemas import ROW_TABLES
 from tests.chaos.harness import ASGI_BASE, asgi_edge, await_until, consumer_running, drive_recorded
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY
 
@@ -58,7 +59,7 @@ def test_clean_load_then_deleted_and_duplicated_rows(settings: Settings, capsys:
     assert report.total("accepted_notifications") == oks
     assert report.total("missing") == 0 and report.total("duplicates") == 0
     assert report.total("loaded") + report.total("quarantined") == report.total("expected_records")
-    for table in ("cdrs", "call_events", "number_status"):
+    for table in ROW_TABLES:
         assert report.total("loaded", table) > 0, table
     assert report.dead_letters_edge > 0  # the simulator's bad inputs
 

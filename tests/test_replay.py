@@ -15,11 +15,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from callstream.cli import build_parser
 from callstream.replay import main, replay
+from consumers import runner
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
 from core.settings import Settings
 from core.store import connect, query_rows
 from schemas.avro_codec import encode
 from schemas.serde import decode
+from tests.helpers import read_records
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY, sample_bytes
 
 CDR = sample_bytes("voice_notify_cdr_single.json")
@@ -50,26 +52,6 @@ async def produce(settings: Settings, topic: str, values: list[bytes], key: byte
         await producer.stop()
 
 
-async def consume_all(settings: Settings, topic: str, expected: int, timeout_s: float = 20) -> list[Any]:
-    consumer = AIOKafkaConsumer(**consumer_kwargs(settings, group_id=None))
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        await consumer.topics()
-        consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()])
-        await consumer.seek_to_beginning()
-        deadline = time.monotonic() + timeout_s
-        while len(out) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=300)
-            out += [m for msgs in batches.values() for m in msgs]
-        if len(out) >= expected:  # and nothing more shortly after
-            batches = await consumer.getmany(timeout_ms=500)
-            out += [m for msgs in batches.values() for m in msgs]
-    finally:
-        await consumer.stop()
-    return out
-
-
 def run(argv: list[str], settings: Settings) -> str:
     out = io.StringIO()
     asyncio.run(replay(args(*argv), settings, out))
@@ -88,13 +70,13 @@ def test_dead_letter_replays_with_original_id_time_and_body(settings: Settings) 
 
     listing = run(["dead", "--dry-run"], settings)
     assert "would replay 2 from dead" in listing and "skipped 1: still_refused:not_json" in listing
-    assert asyncio.run(consume_all(settings, settings.raw_topic, 0, timeout_s=1)) == []
+    assert asyncio.run(read_records(settings, settings.raw_topic, 0, timeout_s=1, settle_s=0.5)) == []
 
     report = run(["dead", "--app", TEST_APP_KEY, "--reason", "unauthenticated",
                   "--since", "2024-03-12T02:00:00Z", "--until", "2024-03-12T03:00:00"], settings)
     assert f"replaying {refused}" in report and "replayed 1 from dead" in report and "unauthenticated=1" in report
 
-    (record,) = asyncio.run(consume_all(settings, settings.raw_topic, 1))
+    (record,) = asyncio.run(read_records(settings, settings.raw_topic, 1, settle_s=0.5))
     name, envelope = decode(record.value)
     assert name == "raw_envelope"
     assert (envelope["id"], envelope["received_at"], envelope["body"]) == (refused, RECEIVED, CDR)
@@ -119,14 +101,14 @@ def test_raw_range_replay_keeps_ids_and_stops_at_the_range(settings: Settings) -
     ]
     asyncio.run(ensure_topics(settings))
     asyncio.run(produce(settings, settings.raw_topic, envelopes, key=b"session-1"))
-    before = asyncio.run(consume_all(settings, settings.raw_topic, 5))
+    before = asyncio.run(read_records(settings, settings.raw_topic, 5, settle_s=0.5))
     partition = before[0].partition
     assert {m.partition for m in before} == {partition}
 
     report = run(["raw", "--partition", str(partition), "--from-offset", "1", "--to-offset", "3"], settings)
     assert "replayed 3 from raw" in report
 
-    after = asyncio.run(consume_all(settings, settings.raw_topic, 8))
+    after = asyncio.run(read_records(settings, settings.raw_topic, 8, settle_s=0.5))
     replayed = [m for m in after if dict(m.headers).get("replayed_at")]
     assert [decode(m.value)[1]["id"] for m in replayed] == [f"{i:032x}" for i in (1, 2, 3)]
     assert all(m.value == envelopes[int(decode(m.value)[1]["id"], 16)] for m in replayed)
@@ -152,7 +134,7 @@ def test_replay_failed_rows_from_clickhouse(settings: Settings) -> None:
     assert query_rows(client, f"SELECT count() FROM {settings.clickhouse_database}.failed_events")[0][0] == 2
 
     assert "replayed 1 from failed" in run(["failed", "--reason", "bad_time"], settings)
-    (record,) = asyncio.run(consume_all(settings, settings.raw_topic, 1))
+    (record,) = asyncio.run(read_records(settings, settings.raw_topic, 1, settle_s=0.5))
     envelope = decode(record.value)[1]
     assert (envelope["id"], envelope["received_at"], envelope["body"]) == (nid, RECEIVED, CDR)
     assert dict(record.headers)["replay_source"] == b"failed"
@@ -166,7 +148,6 @@ def test_main_exits_zero(settings: Settings, capsys: pytest.CaptureFixture[str])
 
 def test_replayed_twice_lands_in_clickhouse_once(make_settings: Callable[..., Settings]) -> None:
     """The consumer dedups by business keys: two replays of one refused CDR give one cdrs row."""
-    runner = pytest.importorskip("consumers.runner", reason="consumers.runner.run_consumer is not there yet")
     settings = make_settings()
     nid = "f" * 32
     asyncio.run(produce(settings, settings.dead_topic, [dead_letter(nid)]))

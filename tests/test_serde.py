@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from typing import Any
 import fastavro
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,11 +27,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from core.broker import free_port
-from core.errors import BrokerUnavailable, ConfigError
+from core.errors import RegistryError, UnknownSchema
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
 from core.settings import Settings
+from tests.helpers import await_until, read_records, serve_in_thread
 from schemas.avro_codec import MARKER, schema_fingerprint, schema_json
-from schemas.serde import Serializer, UnknownSchema, decode, framing
+from schemas.serde import Serializer, decode, framing
 
 
 @dataclass
@@ -87,20 +86,9 @@ class FakeRegistry:
 @pytest.fixture
 def registry_server() -> Iterator[FakeRegistry]:
     registry = FakeRegistry()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(registry.app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "registry app did not start"
-        time.sleep(0.01)
-    registry.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_in_thread(registry.app()) as url:
+        registry.url = url
         yield registry
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def envelope(i: int = 0) -> dict[str, Any]:
@@ -167,7 +155,7 @@ def test_registry_reader_resolves_a_newer_writer(
 
 def test_unreachable_registry_is_retriable(make_settings: Callable[..., Settings]) -> None:
     serializer = Serializer(make_settings(schema_registry_url=f"http://127.0.0.1:{free_port()}"))
-    with pytest.raises(BrokerUnavailable, match="unreachable") as caught:
+    with pytest.raises(RegistryError, match="unreachable") as caught:
         serializer.encode("raw_envelope", envelope(), "t")
     assert caught.value.retriable
 
@@ -182,11 +170,12 @@ def test_failing_registry_is_retriable_and_fetched_writers_spare_the_hot_path(
     reader = Serializer(settings)
 
     registry_server.failing = True
-    with pytest.raises(BrokerUnavailable, match="failing") as caught:
+    with pytest.raises(RegistryError, match="failing") as caught:
         reader.fetch_writers([payload])
     assert caught.value.retriable
-    with pytest.raises(BrokerUnavailable):
+    with pytest.raises(RegistryError) as caught:
         writer.encode("raw_envelope", envelope(8), "another-topic")  # registering is retriable too
+    assert caught.value.retriable
 
     registry_server.failing = False
     assert reader.fetch_writers([payload, unknown_id, b"garbage", None]) == 1  # 999 is left for decode
@@ -194,7 +183,7 @@ def test_failing_registry_is_retriable_and_fetched_writers_spare_the_hot_path(
     gets = registry_server.requests.count(f"GET /schemas/ids/{struct.unpack('>I', payload[1:5])[0]}")
     assert reader.decode(payload) == ("raw_envelope", envelope(7))
     assert registry_server.requests.count(f"GET /schemas/ids/{struct.unpack('>I', payload[1:5])[0]}") == gets
-    with pytest.raises(ConfigError, match="no schema id 999"):
+    with pytest.raises(UnknownSchema, match="no schema id 999"):
         reader.decode(unknown_id)
     writer.close()
     reader.close()
@@ -295,10 +284,13 @@ def test_edge_publishes_confluent_framing_when_a_registry_is_set(
     assert framing(raw[0]) == framing(dead[0]) == "confluent"
     assert set(registry_server.subjects) == {f"{settings.raw_topic}-value", f"{settings.dead_topic}-value"}
     reader = Serializer(settings)
-    name, record = reader.decode(raw[0])
-    assert name == "raw_envelope" and record["body"] == sample_bytes("voice_notify_cdr_single.json")
-    name, record = reader.decode(dead[0])
-    assert name == "dead_letter" and record["reason"] == "not_json" and record["body"] == b"not json"
+    try:
+        name, record = reader.decode(raw[0])
+        assert name == "raw_envelope" and record["body"] == sample_bytes("voice_notify_cdr_single.json")
+        name, record = reader.decode(dead[0])
+        assert name == "dead_letter" and record["reason"] == "not_json" and record["body"] == b"not json"
+    finally:
+        reader.close()
 
 
 def test_consumer_reads_both_framings_and_publishes_confluent_framing(
@@ -306,7 +298,7 @@ def test_consumer_reads_both_framings_and_publishes_confluent_framing(
 ) -> None:
     """With a registry set, the consumer decodes raw envelopes of both framings, and its downstream
     records and dead letters are in the Confluent wire format under topic-name subjects."""
-    from tests.test_consumer_runner import all_samples, count, produce, read_topic, wait_for, with_consumer
+    from tests.test_consumer_runner import all_samples, count, produce, with_consumer
     from tests.test_consumer_runner import envelope as raw_envelope
 
     settings = make_settings(schema_registry_url=registry_server.url)
@@ -321,7 +313,7 @@ def test_consumer_reads_both_framings_and_publishes_confluent_framing(
         await produce(settings, values)
 
         async def body(_: Any) -> None:
-            await wait_for(lambda: count(settings, "SELECT count() FROM {db}.cdrs") == 8
+            await await_until(lambda: count(settings, "SELECT count() FROM {db}.cdrs") == 8
                            and count(settings, "SELECT count() FROM {db}.call_events") == 17
                            and count(settings, "SELECT count() FROM {db}.number_status") == 2
                            and count(settings, "SELECT count() FROM {db}.failed_events") == 1)
@@ -329,7 +321,7 @@ def test_consumer_reads_both_framings_and_publishes_confluent_framing(
         await with_consumer(settings, body)
         wanted = {settings.cdrs_topic: 8, settings.call_events_topic: 17, settings.number_status_topic: 2,
                   settings.dead_topic: 1}
-        return {topic: await read_topic(settings, topic, n) for topic, n in wanted.items()}
+        return {topic: await read_records(settings, topic, n) for topic, n in wanted.items()}
 
     published = asyncio.run(scenario())
     reader = Serializer(settings)  # a downstream reader: fetches each writer schema by id
@@ -360,7 +352,7 @@ def test_consumer_waits_out_a_failing_registry_and_loads_everything_once(
     """Raw records whose writer schema the consumer has not fetched yet arrive while the registry
     answers 503: the consumer backs off (nothing loaded, nothing committed, still running) and loads
     every record once when the registry is back."""
-    from tests.test_consumer_runner import all_samples, count, produce, wait_for, with_consumer
+    from tests.test_consumer_runner import all_samples, count, produce, with_consumer
 
     settings = make_settings(schema_registry_url=registry_server.url)
     edge = Serializer(settings)
@@ -372,11 +364,11 @@ def test_consumer_waits_out_a_failing_registry_and_loads_everything_once(
         await produce(settings, values)
 
         async def body(metrics: Any) -> None:
-            await wait_for(lambda: (metrics.get_sample_value(
+            await await_until(lambda: (metrics.get_sample_value(
                 "callstream_consumer_errors_total", {"stage": "schema_registry"}) or 0) >= 2)
             assert count(settings, "SELECT count() FROM {db}.cdrs") == 0
             registry_server.failing = False
-            await wait_for(lambda: count(settings, "SELECT count() FROM {db}.cdrs") == 8
+            await await_until(lambda: count(settings, "SELECT count() FROM {db}.cdrs") == 8
                            and count(settings, "SELECT count() FROM {db}.call_events") == 17
                            and count(settings, "SELECT count() FROM {db}.number_status") == 2)
 

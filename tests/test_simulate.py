@@ -69,3 +69,24 @@ def test_pushes_merge_duplicate_and_bad() -> None:
 def test_parse_mix() -> None:
     assert parse_mix("voice=1") == {"voice": 1.0}
     assert parse_mix(None) == {"voice": 0.5, "privacy": 0.5}
+
+
+def test_re_push_schedule_matches_the_platform() -> None:
+    """Voice status: never; privacy events: 1, 4, 9, 106, 203, 300 min, except the X-mode callin (Block
+    mode, not re-pushed); CDRs always (voice hourly, privacy on the event schedule)."""
+    calls = generate_calls(21, 600, "voice=1,privacy=3")
+    plan = build_pushes(calls, 21)
+    by_session = {c.session_id: c for c in calls}
+    seen = set()
+    for push in plan.pushes:
+        if push.kind != "event" or push.duplicate_of is not None:
+            continue
+        call = by_session[push.session_ids[0]]
+        event_type = json.loads(push.body)["eventType"]
+        if call.service == "voice" or (call.kind == "X" and event_type == "callin"):
+            assert push.retry_delays_min == (), (call.kind, event_type)
+        else:
+            assert push.retry_delays_min == (1, 4, 9, 106, 203, 300), (call.kind, event_type)
+        seen.add((call.kind, event_type))
+    assert ("X", "callin") in seen and ("AXB", "callin") in seen and ("X", "disconnect") in seen
+    assert all(p.retry_delays_min for p in plan.pushes if p.kind == "cdr")

@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import threading
-import time
 
 import pytest
-import uvicorn
 
 from callstream.query_server import create_app
 from callstream.sql import SqlError, main, query_url, run_sql
 from core import store
-from core.broker import free_port
 from core.credentials import remove_stack_file, write_stack_file
 from core.settings import Settings
+from tests.helpers import serve_in_thread
 
 
 def _table(settings: Settings) -> str:
@@ -54,18 +51,16 @@ def _bound_values_arrive_intact(settings: Settings, table: str) -> None:
 
 def test_through_running_stack(settings: Settings) -> None:
     table = _table(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    with serve_in_thread(create_app(settings)) as url:
+        _through_the_endpoint(settings, table, f"{url}/")
+    assert query_url(settings.data_dir) is None
+
+
+def _through_the_endpoint(settings: Settings, table: str, url: str) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    write_stack_file(settings.data_dir, {"pid": os.getpid(), "query_url": f"http://127.0.0.1:{port}/"})
+    write_stack_file(settings.data_dir, {"pid": os.getpid(), "query_url": url})
     try:
-        assert query_url(settings.data_dir) == f"http://127.0.0.1:{port}/"
+        assert query_url(settings.data_dir) == url
         assert run_sql(settings, f"SELECT sum(n) FROM {table}") == b"10\n"
         assert run_sql(settings, "SELECT sum(n) FROM t", "TSV") == b"10\n"  # database of the settings
         with pytest.raises(SqlError, match="read-only"):
@@ -76,6 +71,3 @@ def test_through_running_stack(settings: Settings) -> None:
         assert out == b"20000\n"
     finally:
         remove_stack_file(settings.data_dir)
-        server.should_exit = True
-        thread.join(10)
-    assert query_url(settings.data_dir) is None

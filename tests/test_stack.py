@@ -18,9 +18,6 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from core.broker import free_port
 
-pytest.importorskip("consumers.runner", reason="the consumer (consumers/runner.py) has not landed yet")
-pytest.importorskip("ingest.server", reason="the edge (ingest/server.py) has not landed yet")
-
 CLI = [sys.executable, "-m", "callstream.cli"]
 
 
@@ -88,7 +85,8 @@ def test_up_simulate_verify_sql_restart(stack: Stack) -> None:
     assert info["edge_url"] == f"http://127.0.0.1:{stack.edge_port}"
     assert info["query_url"] == f"http://127.0.0.1:{stack.query_port}/"
     banner = stack.log.read_text()
-    assert "/notify/voice" in banner and "/notify/privacy" in banner and "memory" in banner
+    assert "/notify/voice" in banner and "/notify/privacy" in banner
+    assert "durable" in banner and str(stack.data_dir / "objectstore") in banner and "MEMORY ONLY" not in banner
 
     second = _run(["up", "--data-dir", data, "--port", str(free_port()), "--query-port", str(free_port())], 60)
     assert second.returncode != 0 and "already runs" in second.stderr

@@ -32,7 +32,7 @@ from consumers.pipeline import Pipeline
 from core import store
 from core.settings import Settings
 from schemas.avro_codec import encode
-from schemas.migrate import apply_migrations
+from schemas.migrate import apply_migrations, rebuild_rollups
 from tests.conftest import TEST_APP_KEY, TEST_PRIVACY_APP_KEY, sample_bytes
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "analytics.md"
@@ -282,6 +282,13 @@ def loaded(settings: Settings) -> tuple[Any, str]:
     racer.sink.insert("cdrs", batch.tables["cdrs"], token="racing-loader")
     physical = rows(client, f"SELECT count() AS n, uniqExact(dedup_key) AS keys FROM {db}.cdrs")
     assert physical == [{"n": len(CALLS) + 1, "keys": len(CALLS)}]
+    # the rollups saw that insert (5 calls at 09:00 plus the racer's copy of call 4) until they are
+    # rebuilt from cdrs FINAL, which is what `callstream migrate --rebuild-rollups` does
+    nine = f"SELECT attempts FROM {db}.kpi_hourly WHERE hour = '2024-03-12 09:00:00' AND app_key = '{APP_A}' " \
+           "AND service = 'voice'"
+    assert rows(client, nine) == [{"attempts": 6}]
+    assert "rollup_hourly" in ",".join(rebuild_rollups(settings, client))
+    assert rows(client, nine) == [{"attempts": 5}]
     return client, db
 
 

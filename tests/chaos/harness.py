@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,25 +28,10 @@ from core.settings import Settings
 from ingest.app import create_app
 from ingest.auth import sign_headers
 from tests.conftest import TEST_APP_KEY, TEST_APP_SECRET, TEST_PRIVACY_APP_KEY, TEST_PRIVACY_APP_SECRET
+from tests.helpers import await_until, wait_until  # noqa: F401 - the chaos tests import them from here
 
 ASGI_BASE = "http://edge.test"
 APPS = {TEST_APP_KEY: TEST_APP_SECRET, TEST_PRIVACY_APP_KEY: TEST_PRIVACY_APP_SECRET}
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout_s:.0f}s")
-        time.sleep(interval_s)
-
-
-async def await_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout_s:.0f}s")
-        await asyncio.sleep(interval_s)
 
 
 # --- in-process edge -------------------------------------------------------------------------
@@ -229,16 +214,17 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class Proc:
-    """A ``python -m callstream.cli ...`` child with its log in a file; ``stop()`` always ends it."""
+    """A ``python -m callstream.cli ...`` child (or another ``module``'s) with its log in a file; ``stop()``
+    always ends it."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.args, self.env, self.log_path = args, env, log_path
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, module: str = "callstream.cli") -> None:
+        self.args, self.env, self.log_path, self.module = args, env, log_path, module
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "callstream.cli", *self.args], env=self.env, stdout=out,
+                [sys.executable, "-m", self.module, *self.args], env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(Path(__file__).parents[2]),
             )
         return self

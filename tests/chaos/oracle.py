@@ -21,12 +21,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from callstream.reconcile import TABLES, expected_records, scan_topic
+from callstream.reconcile import expected_records, scan_topic
 from core import store
 from core.kafka import consumer_kwargs
 from core.settings import Settings
 from ingest.envelope import Receipt, raw_record
 from ingest.notification import classify
+from schemas import ROW_TABLES
 from schemas.avro_codec import decode
 from tests.chaos.harness import DriveResult, Outcome
 
@@ -41,7 +42,7 @@ def expected_keys(settings: Settings, outcomes: list[Outcome]) -> dict[str, set[
         values.append(raw_record(receipt, push.body, classify(push.service, push.body).event_type, push.app_key,
                                  "aksk"))
     exp = expected_records(settings, values)
-    out: dict[str, set[int]] = {t: set() for t in TABLES}
+    out: dict[str, set[int]] = {t: set() for t in ROW_TABLES}
     for (_, _, table), keys in exp.keys.items():
         out[table] |= keys
     return out
@@ -135,7 +136,7 @@ def judge(settings: Settings, result: DriveResult, edge_dead: int, *, dead_lette
     maybe_good = expected_keys(settings, [o for o in result.outcomes if o.push.expect_ok])
     refused = expected_keys(settings, [o for o in refused_only if _parses(o)])
     v = Verdict()
-    for table in TABLES:
+    for table in ROW_TABLES:
         keys = good[table]
         v.expected[table] = len(keys)
         rows, distinct = _key_counts(settings, table, keys)

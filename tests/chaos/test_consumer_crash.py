@@ -1,7 +1,7 @@
 """Chaos (b) and (c, stalled loader): ``callstream consume`` as a subprocess on its own chDB store.
 
 (b) the consumer exits like SIGKILL right after a batch is inserted and before its offsets are committed
-    (``CALLSTREAM_TEST_CRASH_AFTER_INSERT``), several times; each successor reopens the store, gets the
+    (``tests.chaos.crashing_consumer`` wraps its delivery), several times; each successor reopens the store, gets the
     batch again and must not store it twice.
 (c) the consumer is frozen (SIGSTOP) for longer than its group session, then thawed (SIGCONT) while
     pushes keep arriving; nothing is lost and nothing doubled after recovery.
@@ -54,8 +54,11 @@ def own_store(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterato
         store.close_all()
 
 
-def consumer_proc(settings: Settings, log: Path, **env: str) -> Proc:
-    return Proc(["consume"], cli_env(settings, **env), log).start()
+def consumer_proc(settings: Settings, log: Path, crash_after: int = 0) -> Proc:
+    """``callstream consume``; with ``crash_after`` N, it exits 137 after its Nth insert, before the commit."""
+    if crash_after:
+        return Proc([str(crash_after), "consume"], cli_env(settings), log, module="tests.chaos.crashing_consumer").start()
+    return Proc(["consume"], cli_env(settings), log).start()
 
 
 def verdict_after(settings: Settings, result: DriveResult) -> Verdict:
@@ -82,7 +85,7 @@ def test_consumer_killed_between_insert_and_commit(own_store: Callable[..., Sett
     codes = []
     started = time.monotonic()
     for n in range(crashes):
-        proc = consumer_proc(settings, tmp_path / f"consumer-{n}.log", CALLSTREAM_TEST_CRASH_AFTER_INSERT=str(n % 3 + 1))
+        proc = consumer_proc(settings, tmp_path / f"consumer-{n}.log", crash_after=n % 3 + 1)
         try:
             wait_until(lambda p=proc: not p.alive(), 90, f"crash {n} of the consumer")
         finally:

@@ -1,4 +1,4 @@
-"""Chaos: the embedded broker of `callstream up` dies (SIGKILL). `up` says what was lost, restarts it on the
+"""Chaos: the memory-only embedded broker of `callstream up --broker memory` dies (SIGKILL). `up` says what was lost, restarts it on the
 same port and re-creates the topics; the edge becomes ready again, the same consumer re-reads the new logs,
 and pushes acknowledged after the restart are loaded exactly once (checked with the simulator's verify).
 A SIGTERM that comes while the broker is dead still stops `up` in bounded time.
@@ -66,7 +66,8 @@ def test_up_restarts_a_crashed_broker(tmp_path: Path) -> None:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "callstream.cli", "up", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-             "--port", str(ports[0]), "--query-port", str(ports[1]), "--metrics-port", str(ports[2])],
+             "--port", str(ports[0]), "--query-port", str(ports[1]), "--metrics-port", str(ports[2]),
+             "--broker", "memory"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
     try:
@@ -94,6 +95,7 @@ def test_up_restarts_a_crashed_broker(tmp_path: Path) -> None:
         assert result.ok, result.lines
         text = log.read_text()
         assert "the embedded broker (pid" in text and "acknowledged (200) but not yet loaded" in text
+        assert "WARNING: --broker memory" in text and "IN MEMORY ONLY" in text
         print(f"\nCHAOS up_broker_crash {json.dumps({'accepting_again_s': round(accepting_s, 2)})}", flush=True)
 
         # SIGTERM right behind a second crash: `up` does not hang on the dead broker
