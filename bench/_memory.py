@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +27,26 @@ def rss_split(client: Any) -> dict[str, float]:
         if line.startswith("VmRSS:"):
             total_mb = int(line.split()[1]) / 1024
     return {"engine": engine_mb, "python": total_mb - engine_mb}
+
+
+class RssSampler(threading.Thread):
+    """``rss_split`` every ``interval_s`` in a thread of its own (it waits for the store's lock, never
+    the event loop's); ``finish`` stops it and gives the split of the sample with the most RSS."""
+
+    def __init__(self, client: Any, interval_s: float = 1.0) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.client = client
+        self.interval_s = interval_s
+        self.worst = {"engine": 0.0, "python": 0.0}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval_s):
+            split = rss_split(self.client)
+            if split["engine"] + split["python"] > self.worst["engine"] + self.worst["python"]:
+                self.worst = split
+
+    def finish(self) -> dict[str, float]:
+        self._stop_event.set()
+        self.join()
+        return self.worst

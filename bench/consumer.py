@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from bench._memory import rss_split  # noqa: E402
+from bench._memory import RssSampler  # noqa: E402
 from core.broker import EmbeddedBroker  # noqa: E402
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -192,17 +192,14 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     task = asyncio.create_task(run_consumer(settings, stop, registry=registry, ready=ready))
     await asyncio.wait_for(ready.wait(), 60)
     started = time.perf_counter()
-    split = {"engine": 0.0, "python": 0.0}
-    next_split = 0.0
+    sampler = RssSampler(store.connect(settings))  # its own thread: it waits for the store, not the loop
+    sampler.start()
     while loaded() < expected_rows:
         if task.done():
             task.result()
-        if time.monotonic() > next_split:  # the engine / Python split at its worst (every 0.5 s)
-            for part, mb in rss_split(store.connect(settings)).items():
-                split[part] = max(split[part], mb)
-            next_split = time.monotonic() + 0.5
         await asyncio.sleep(0.05)  # reading the registry costs the measured process CPU: not too often
     elapsed = time.perf_counter() - started
+    split = sampler.finish()
     drained = loaded()
     stages = {}
     for metric in registry.collect():
