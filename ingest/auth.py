@@ -28,7 +28,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from core.errors import AuthError, RejectedNotification
+from core.errors import AppKeyMismatch, AuthError
 from ingest.nonces import NonceCache
 
 Scheme = Literal["aksk", "aksk-voice", "wsse"]
@@ -45,13 +45,6 @@ _FIELDS = ("Username", "PasswordDigest", "Nonce", "Created")
 _CANONICAL = re.compile(
     r'UsernameToken Username="([^"]+)", ?PasswordDigest="([^"]+)", ?Nonce="([^"]+)", ?Created="([^"]+)"'
 )
-
-
-class AppKeyMismatch(RejectedNotification):
-    """The body names an appKey other than the signer's."""
-
-    status = 403
-    reason = "app_key_mismatch"
 
 
 def check_owner(signer: str, body_app_keys: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ from schemas.migrate import apply_migrations
 
 def _row(key: int, **over: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"dedup_key": key, "notification_id": "n", "record_index": 0, "service": "privacy",
-                           "received_at": 1_710_209_704_000_000, "app_key": "a", "number": "+86170",
+                           "received_at": 1_710_209_704_000_000, "app_key": "a", "auth_app_key": "a", "number": "+86170",
                            "status": 5, "cause": None, "status_desc": "Normal", "cause_desc": "",
                            "available": 1, "receipt_day": __import__("datetime").date(2024, 3, 12),
                            "extra": "{}", "raw": "{}"}
