@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
+from bench._memory import rss_split  # noqa: E402
 from core.broker import EmbeddedBroker  # noqa: E402
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -138,19 +139,27 @@ async def baseline(settings: Settings, messages: int) -> dict[str, Any]:
         consumer.assign([TopicPartition(settings.raw_topic, p)
                          for p in meta.partitions_for_topic(settings.raw_topic) or ()])
         seen = rows = 0
-        started = time.perf_counter()
+        clock = time.perf_counter
+        spent = {"fetch": 0.0, "decode": 0.0, "parse": 0.0}
+        started = clock()
         while seen < messages:
+            began = clock()
             polled = await consumer.getmany(timeout_ms=500, max_records=settings.batch_max_events)
-            for recs in polled.values():
-                for rec in recs:
-                    _, env = decode(rec.value)
-                    body = orjson.loads(env["body"])
-                    rows += len(body.get("feeLst") or body.get("numInfo") or [1])
-                    seen += 1
-        elapsed = time.perf_counter() - started
+            fetched = clock()
+            spent["fetch"] += fetched - began
+            envelopes = [decode(rec.value)[1] for recs in polled.values() for rec in recs]
+            decoded = clock()
+            spent["decode"] += decoded - fetched
+            for env in envelopes:
+                body = orjson.loads(env["body"])
+                rows += len(body.get("feeLst") or body.get("numInfo") or [1])
+                seen += 1
+            spent["parse"] += clock() - decoded
+        elapsed = clock() - started
     finally:
         await consumer.stop()
-    return {"messages": seen, "rows": rows, "seconds": round(elapsed, 3), "per_s": round(rows / elapsed)}
+    return {"messages": seen, "rows": rows, "seconds": round(elapsed, 3), "per_s": round(rows / elapsed),
+            "stages_us_per_row": {k: round(v / rows * 1e6, 2) for k, v in spent.items()}}
 
 
 # --- the callstream side, in its own process ------------------------------------------------------
@@ -182,14 +191,26 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     task = asyncio.create_task(run_consumer(settings, stop, registry=registry, ready=ready))
     await asyncio.wait_for(ready.wait(), 60)
     started = time.perf_counter()
+    split = {"engine": 0.0, "python": 0.0}
+    next_split = 0.0
     while loaded() < expected_rows:
         if task.done():
             task.result()
+        if time.monotonic() > next_split:  # the engine / Python split at its worst (every 0.5 s)
+            for part, mb in rss_split(store.connect(settings)).items():
+                split[part] = max(split[part], mb)
+            next_split = time.monotonic() + 0.5
         await asyncio.sleep(0.05)  # reading the registry costs the measured process CPU: not too often
     elapsed = time.perf_counter() - started
     drained = loaded()
+    stages = {}
+    for metric in registry.collect():
+        if metric.name == "callstream_consumer_stage_seconds":
+            stages = {s.labels["stage"]: round(s.value / drained * 1e6, 2) for s in metric.samples
+                      if s.name.endswith("_total")}
 
-    lat_messages, lat_rows = generate(latency_calls, seed=11, prefix="lat")
+    prefix = f"lat{settings.consumer_group}-"  # apart from the latency calls of the other runs on this topic
+    lat_messages, lat_rows = generate(latency_calls, seed=11, prefix=prefix)
     await produce(settings, lat_messages, rate=latency_rate)
     deadline = time.monotonic() + 60
     while loaded() < drained + lat_rows and time.monotonic() < deadline:
@@ -199,12 +220,15 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     db = settings.clickhouse_database
     client = store.connect(settings)
     union = " UNION ALL ".join(
-        f"SELECT received_at, loaded_at FROM {db}.{t} WHERE startsWith(session_id, 'lat')"
+        f"SELECT received_at, loaded_at FROM {db}.{t} WHERE startsWith(session_id, '{prefix}')"
         for t in ("cdrs", "call_events"))
     q = store.query_rows(client, "SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', received_at, loaded_at)), "
                                  f"count() FROM ({union})")[0]
     rss = vm("VmHWM:")
     return {
+        "stages_us_per_row": dict(sorted(stages.items(), key=lambda kv: STAGE_ORDER.index(kv[0])
+                                         if kv[0] in STAGE_ORDER else 99)),
+        "rss_engine_peak_mb": round(split["engine"], 1), "rss_python_peak_mb": round(split["python"], 1),
         "rows": int(drained), "seconds": round(elapsed, 3), "per_s": round(drained / elapsed),
         "latency_rows": int(q[1]), "latency_rate_msgs_per_s": latency_rate,
         "p50_ms": float(q[0][0]), "p99_ms": float(q[0][1]), "rss_mb": round(rss, 1),
@@ -215,7 +239,11 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+STAGE_ORDER = ("fetch", "decode", "parse", "normalise", "enrich", "keys", "dedupe", "protect", "encode",
+               "lookup", "publish", "insert", "quarantine", "commit")
+
+
+def run(quick: bool, before_tree: Path | None = None) -> dict[str, Any]:
     calls = 4_000 if quick else 40_000
     messages, rows = generate(calls)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
@@ -230,13 +258,19 @@ def run(quick: bool) -> dict[str, Any]:
         asyncio.run(ensure_topics(settings))
         asyncio.run(produce(settings, messages))
         base = asyncio.run(baseline(settings, len(messages)))
+        old = None
+        if before_tree is not None:  # the code we started from, on the same backlog in the same run (first:
+            old = _child(settings.model_copy(update={  # it reads the latency calls of the runs before it)
+                "clickhouse_database": "bench_before", "consumer_group": f"bench{tag}.before",
+                "cdrs_topic": f"bench{tag}.b.cdrs", "call_events_topic": f"bench{tag}.b.call_events",
+                "number_status_topic": f"bench{tag}.b.number_status"}), rows, quick, before_tree)
         ours = _child(settings, rows, quick)
         # the same drain without the downstream topics, to show what re-publishing costs
         no_pub = _child(settings.model_copy(update={
             "republish": False, "clickhouse_database": "bench_nopub", "consumer_group": f"bench{tag}.nopub"}),
             rows, quick)
     ratio = ours["per_s"] / base["per_s"]
-    return {
+    report = {
         "benchmark": "consumer", "quick": quick, "python": platform.python_version(), "cpus": _cpus(),
         "messages": len(messages), "rows": rows,
         "baseline_per_s": base["per_s"], "callstream_per_s": ours["per_s"], "ratio": round(ratio, 3),
@@ -250,17 +284,34 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "latency_phase": {"rate_msgs_per_s": ours["latency_rate_msgs_per_s"], "rows": ours["latency_rows"]},
         "targets": {"ratio_ge_0_5": ratio >= 0.5, "per_s_ge_50000": ours["per_s"] >= 50_000,
-                    "rss_le_300_mb": ours["rss_mb"] <= 300,
-                    "rss_le_300_mb_without_embedded_engine": ours["rss_mb"] - ours["engine_open_mb"] <= 300},
+                    "rss_le_450_mb": ours["rss_mb"] <= 450,
+                    "python_rss_le_150_mb": ours.get("rss_python_peak_mb", 1e9) <= 150,
+                    "p99_le_2000_ms": ours["p99_ms"] <= 2000},
+        "rss_split_peak_mb": {"embedded_engine": ours.get("rss_engine_peak_mb"),
+                              "python": ours.get("rss_python_peak_mb")},
         "callstream_without_republish_per_s": no_pub["per_s"],
+        "stages_us_per_row": ours.get("stages_us_per_row", {}),
         "baseline": base, "callstream": ours, "callstream_without_republish": no_pub,
     }
+    if old is not None:
+        report["before_same_run"] = {
+            "git_ref": _git_ref(before_tree), "callstream_per_s": old["per_s"],
+            "ratio": round(old["per_s"] / base["per_s"], 3),
+            "speedup": round(ours["per_s"] / old["per_s"], 2), "p50_ms": old["p50_ms"], "p99_ms": old["p99_ms"],
+            "rss_mb": old["rss_mb"], "detail": old}
+    return report
 
 
-def _child(settings: Settings, rows: int, quick: bool) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", settings.model_dump_json(), str(rows),
+def _git_ref(tree: Path | None) -> str:
+    stamp = (tree / "GIT_REF") if tree is not None else None
+    return stamp.read_text().strip() if stamp is not None and stamp.exists() else str(tree)
+
+
+def _child(settings: Settings, rows: int, quick: bool, tree: Path | None = None) -> dict[str, Any]:
+    script = str(tree / "bench" / "consumer.py") if tree is not None else __file__
+    cmd = [sys.executable, script, "--child", settings.model_dump_json(), str(rows),
            str(200 if quick else 1000), "500"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tree or ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"callstream run failed:\n{proc.stderr[-3000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -302,6 +353,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke)")
     parser.add_argument("--before-ref", help="git ref whose results are recorded as the 'before' figures "
                         "(default: keep the current file's, else the commit that last changed it)")
+    parser.add_argument("--before-tree", type=Path, help="a checkout of the code to compare with (e.g. `git archive "
+                        "REF | tar -x -C DIR`, REF in DIR/GIT_REF): its consumer drains the same backlog in this run")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -310,7 +363,7 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     before = _before(args.before_ref)
-    report = run(args.quick)
+    report = run(args.quick, args.before_tree)
     if before is not None:
         report["before"] = before
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +373,16 @@ def main() -> int:
           f"  (without republish {report['callstream_without_republish_per_s']:,} rows/s)")
     print(f"receipt->row p50 {report['p50_ms']:.0f} ms  p99 {report['p99_ms']:.0f} ms   peak RSS {report['rss_mb']} MB"
           f" (embedded chDB alone {report['rss_embedded_engine_floor_mb']} MB)")
+    base_stages = report["baseline"]["stages_us_per_row"]
+    print("us per row  " + "  ".join(f"{k} {v:g}" for k, v in report["stages_us_per_row"].items()))
+    print("  baseline  " + "  ".join(f"{k} {v:g}" for k, v in base_stages.items()))
+    print(f"peak RSS split: embedded engine {report['rss_split_peak_mb']['embedded_engine']} MB, "
+          f"Python {report['rss_split_peak_mb']['python']} MB")
     print(f"targets: {report['targets']}")
+    same = report.get("before_same_run")
+    if same:
+        print(f"before, same run ({same['git_ref']}): callstream {same['callstream_per_s']:,} rows/s, ratio "
+              f"{same['ratio']}, p99 {same['p99_ms']:.0f} ms, peak RSS {same['rss_mb']} MB; speed-up {same['speedup']}x")
     if before is not None:
         print(f"before ({before.get('git_ref')}): baseline {before.get('baseline_per_s'):,} rows/s, callstream "
               f"{before.get('callstream_per_s'):,} rows/s, ratio {before.get('ratio')}")

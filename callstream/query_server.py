@@ -27,6 +27,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
+from clickhouse_connect.driver.binding import format_query_value
 from clickhouse_connect.driver.client import Client
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -145,7 +146,7 @@ class QueryEngine:
         clauses = {"readonly": "1", "session_timezone": "UTC"}
         for key, value in (settings or {}).items():
             clauses.setdefault(key, value)
-        settings_sql = ", ".join(f"{k} = {_quote(v)}" for k, v in clauses.items())
+        settings_sql = ", ".join(f"{k} = {_setting_value(v)}" for k, v in clauses.items())
         final = f"{sql}\nSETTINGS {settings_sql}\nFORMAT {fmt}"
         backend = self._backend()
         with store.locked(self.client):
@@ -162,10 +163,10 @@ class QueryEngine:
         return body, fmt, summary
 
 
-def _quote(value: str) -> str:
-    if re.fullmatch(r"-?\d+(\.\d+)?", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def _setting_value(value: str) -> str:
+    """A SETTINGS clause value (settings cannot be bound): numbers bare, anything else a string literal
+    quoted by clickhouse-connect."""
+    return value if re.fullmatch(r"-?\d+(\.\d+)?", value) else str(format_query_value(value))
 
 
 def _headers(query_id: str, fmt: str | None, summary: dict[str, str] | None = None) -> dict[str, str]:

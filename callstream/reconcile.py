@@ -3,7 +3,7 @@
 For a time window it compares three things:
 
 - accepted: the raw topic, scanned with a throwaway consumer (no group: assign + ``offsets_for_times``);
-  each envelope goes through the consumer's own CPU stages (``Pipeline.prepare``: normalise, enrich,
+  each envelope goes through the consumer's own CPU step (``consumers.prepare``: normalise, enrich,
   dedup keys), so *expected* is the number of distinct business records, not of pushes;
 - loaded: those dedup keys present in ``cdrs`` / ``call_events`` / ``number_status``;
 - quarantined: records of those pushes in ``failed_events`` (and the dead-letter topic's count).
@@ -30,14 +30,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from callstream.sql import run_sql
 from consumers.decode import decode_envelope
-from consumers.dedupe import RecentKeys, status_key
-from consumers.metrics import ConsumerMetrics
-from consumers.pipeline import Pipeline
+from consumers.dedupe import status_key
+from consumers.prepare import State, prepare_notifications
 from core.credentials import read_stack_file
 from core.errors import NormaliseError
 from core.kafka import consumer_kwargs
@@ -163,17 +161,17 @@ def _hour(received_at_us: int) -> datetime:
 
 
 def expected_records(settings: Settings, values: Iterable[bytes | None]) -> _Expected:
-    """Run each raw record through the consumer's own CPU stages (``Pipeline.prepare``: decode,
-    normalise, enrich, dedup keys, protection) and collect its dedup keys per hour/app/table."""
-    pipeline = Pipeline(settings, None, None, ConsumerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    """Run each raw record through the consumer's own CPU step (``consumers.prepare``: decode,
+    normalise, enrich, dedup keys, protection) and collect its dedup keys per hour/app/table.
+    One push at a time, so that a record repeated in several pushes counts for each of them."""
+    state = State()  # no recent keys; voice legs as the consumer sees them, in topic order
     exp = _Expected()
     for value in values:
         try:
             n = decode_envelope(value)
         except NormaliseError:
             continue  # not an envelope: the consumer quarantines it under its own id
-        pipeline.recent = RecentKeys(0)
-        batch = pipeline.prepare([ConsumerRecord(settings.raw_topic, 0, 0, 0, 0, None, value, None, 0, 0, ())])
+        batch = prepare_notifications([n], settings, state)
         group = (_hour(n.received_at_us), n.app_key, table_of(n.event_type))
         exp.notifications[group].add(n.id)
         for table, rows in batch.tables.items():
@@ -186,8 +184,8 @@ def expected_records(settings: Settings, values: Iterable[bytes | None]) -> _Exp
 
 
 # --- store queries -----------------------------------------------------------------------------
-def _rows(settings: Settings, sql: str) -> list[list[Any]]:
-    text = run_sql(settings, sql, "JSONCompactEachRow").decode()
+def _rows(settings: Settings, sql: str, parameters: dict[str, Any] | None = None) -> list[list[Any]]:
+    text = run_sql(settings, sql, "JSONCompactEachRow", parameters=parameters).decode()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -196,18 +194,14 @@ def _chunks(values: list[Any], size: int = KEY_CHUNK) -> Iterable[list[Any]]:
         yield values[start:start + size]
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def stored_keys(settings: Settings, table: str, keys: Iterable[int]) -> set[int]:
     """The ``keys`` found in ``table``. An X-number status is expected under its state key and is
     accounted for when that state is stored for the number (as its own row or as a later change)."""
     db = settings.clickhouse_database
     found: set[int] = set()
     for part in _chunks(sorted(set(keys))):
-        sql = f"SELECT DISTINCT dedup_key FROM {db}.{table} WHERE dedup_key IN ({','.join(map(str, part))})"
-        found.update(int(r[0]) for r in _rows(settings, sql))
+        sql = f"SELECT DISTINCT dedup_key FROM {db}.{table} WHERE dedup_key IN {{keys:Array(UInt64)}}"
+        found.update(int(r[0]) for r in _rows(settings, sql, {"keys": part}))
     if table == "number_status":
         states = _rows(settings, f"SELECT DISTINCT number, status, cause FROM {db}.number_status")
         found |= {status_key({"number": n, "status": s, "cause": c}) for n, s, c in states} & set(keys)
@@ -220,8 +214,8 @@ def failed_records(settings: Settings, ids: Iterable[str]) -> set[tuple[str, int
     found: set[tuple[str, int]] = set()
     for part in _chunks(sorted(set(ids))):
         sql = (f"SELECT DISTINCT notification_id, record_index FROM {db}.failed_events "
-               f"WHERE notification_id IN ({','.join(_quote(i) for i in part)})")
-        found.update((str(r[0]), int(r[1])) for r in _rows(settings, sql))
+               "WHERE notification_id IN {ids:Array(String)}")
+        found.update((str(r[0]), int(r[1])) for r in _rows(settings, sql, {"ids": part}))
     return found
 
 
@@ -232,9 +226,9 @@ def duplicate_counts(settings: Settings, since: datetime, until: datetime) -> di
     lo, hi = since.strftime("%Y-%m-%d %H:%M:%S.%f"), until.strftime("%Y-%m-%d %H:%M:%S.%f")
     for table in TABLES:
         sql = (f"SELECT toUnixTimestamp(toStartOfHour(received_at)), app_key, count() - uniqExact(dedup_key) "
-               f"FROM {db}.{table} WHERE received_at >= toDateTime64('{lo}', 6, 'UTC') "
-               f"AND received_at < toDateTime64('{hi}', 6, 'UTC') GROUP BY 1, 2")
-        for hour, app, dups in _rows(settings, sql):
+               f"FROM {db}.{table} WHERE received_at >= {{lo:DateTime64(6, 'UTC')}} "
+               "AND received_at < {hi:DateTime64(6, 'UTC')} GROUP BY 1, 2")
+        for hour, app, dups in _rows(settings, sql, {"lo": lo, "hi": hi}):
             if int(dups):
                 out[(datetime.fromtimestamp(int(hour), UTC), str(app), table)] = int(dups)
     return out

@@ -26,12 +26,12 @@ from core.errors import ConfigError, RejectedNotification
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs
 from core.settings import Settings
 from core.store import connect, query_rows
-from ingest.envelope import Receipt, cloudevent_headers, rfc3339
 from ingest.notification import classify
 from schemas.avro_codec import UnknownSchema
+from schemas.cloudevents import KafkaHeaders, raw_headers, rfc3339
 from schemas.serde import Serializer
 
-Headers = list[tuple[str, bytes]]
+Headers = KafkaHeaders
 
 
 @dataclass(frozen=True)
@@ -270,10 +270,9 @@ async def publish(settings: Settings, serializer: Serializer, items: list[Item],
             if item.envelope is not None:
                 env = item.envelope
                 key = classify(env["service"], env["body"]).key
-                receipt = Receipt(env["id"], _utc(env["received_at"]), env["service"], env["path"],
-                                  env["content_type"], env["remote_addr"])
                 value = serializer.encode("raw_envelope", env, settings.raw_topic)
-                headers = cloudevent_headers(receipt, env["event_type"], env["app_key"], key)
+                headers = raw_headers(env["id"], _utc(env["received_at"]), env["service"], env["event_type"],
+                                      env["app_key"], key)
                 key_bytes = key.encode() if key else None
             else:
                 value, key_bytes, headers = item.value or b"", item.key, item.headers

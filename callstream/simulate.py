@@ -169,27 +169,24 @@ class VerifyResult:
     lines: list[str]
 
 
-def _sql_list(values: list[str]) -> str:
-    return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values) + "]"
-
-
 def verify_once(settings: Settings, plan: SimPlan) -> VerifyResult:
     """Compare the store with what was sent: exact distinct counts, no duplicate keys."""
     db = settings.clickhouse_database
     policy = policy_from_settings(settings)  # session ids may embed numbers, stored protected
-    sessions = _sql_list([protect_session_id(c.session_id, policy) for c in plan.calls])
-    numbers = _sql_list(plan.numbers)
+    sessions = [protect_session_id(c.session_id, policy) for c in plan.calls]
+    bound = {"sessions": sessions, "numbers": list(plan.numbers)}
     expected = plan.expected()
     checks = {
-        "cdrs": f"SELECT count(), uniqExact(dedup_key) FROM {db}.cdrs WHERE has({sessions}, session_id)",
-        "call_events": f"SELECT count(), uniqExact(dedup_key) FROM {db}.call_events WHERE has({sessions}, session_id)",
+        "cdrs": f"SELECT count(), uniqExact(dedup_key) FROM {db}.cdrs WHERE has({{sessions:Array(String)}}, session_id)",
+        "call_events": f"SELECT count(), uniqExact(dedup_key) FROM {db}.call_events "
+        "WHERE has({sessions:Array(String)}, session_id)",
         "number_status": f"SELECT uniqExact(number), count(), uniqExact(dedup_key) FROM {db}.number_status "
-        f"WHERE has({numbers}, number)",
+        "WHERE has({numbers:Array(String)}, number)",
     }
     lines: list[str] = []
     ok = True
     for table, sql in checks.items():
-        row = json.loads(run_sql(settings, sql, "JSONCompactEachRow").decode().splitlines()[0])
+        row = json.loads(run_sql(settings, sql, "JSONCompactEachRow", parameters=bound).decode().splitlines()[0])
         values = [int(v) for v in row]
         if table == "number_status":
             distinct, count, keys = values

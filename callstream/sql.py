@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
+from clickhouse_connect.driver.binding import format_bind_value
 
 from callstream.query_server import split_format
 from core import store
@@ -32,17 +34,18 @@ def query_url(data_dir: Path) -> str | None:
     return str(info["query_url"]) if info and info.get("query_url") else None
 
 
-def run_sql(settings: Settings, sql: str, fmt: str = "TabSeparated", *, timeout_s: float = 60.0) -> bytes:
-    """The engine-rendered bytes of ``sql`` in ``fmt`` (a FORMAT clause in ``sql`` wins)."""
+def run_sql(
+    settings: Settings, sql: str, fmt: str = "TabSeparated", *, parameters: dict[str, Any] | None = None,
+    timeout_s: float = 60.0,
+) -> bytes:
+    """The engine-rendered bytes of ``sql`` in ``fmt`` (a FORMAT clause in ``sql`` wins). Values go in
+    ``parameters``, bound by the server to ``{name:Type}`` placeholders, never into the SQL text."""
     url = query_url(settings.data_dir) if settings.clickhouse_is_embedded else None
     if url:
-        try:
-            response = httpx.post(
-                url,
-                params={"default_format": fmt, "database": settings.clickhouse_database},
-                content=sql.encode(),
-                timeout=timeout_s,
-            )
+        form = {"query": sql, "default_format": fmt, "database": settings.clickhouse_database}
+        form.update({f"param_{name}": format_bind_value(value) for name, value in (parameters or {}).items()})
+        try:  # a form body: bound values of any size (a URL is limited)
+            response = httpx.post(url, data=form, timeout=timeout_s)
         except httpx.HTTPError as exc:
             raise StoreUnavailable(f"the query endpoint {url} did not answer: {exc}") from exc
         if response.status_code != 200:
@@ -52,7 +55,7 @@ def run_sql(settings: Settings, sql: str, fmt: str = "TabSeparated", *, timeout_
     client = store.connect(settings)
     try:
         with store.locked(client):
-            return client.raw_query(body, fmt=embedded_fmt or fmt)
+            return client.raw_query(body, parameters=parameters, fmt=embedded_fmt or fmt)
     except StoreError:
         raise
     except Exception as exc:  # clickhouse-connect DatabaseError carries the ClickHouse text

@@ -10,19 +10,19 @@ Keys (64-bit, stored as ``dedup_key UInt64``):
           stored state is known)
   failure (notification id, record index, stage, reason)
 
-Three layers drop duplicates before ClickHouse sees them: within the batch, a bounded LRU of keys
-loaded recently by this process (``RecentKeys``), and a lookup of the remaining keys in the table
-(done by the sink, so it survives restarts). A retried insert carries ``insert_token`` of its keys.
+Three layers drop duplicates before ClickHouse sees them: within the batch, a cache of the keys this
+process loaded recently (``RecentKeys``, bounded in bytes), and a lookup of the remaining keys in the
+table (done by the sink, so it survives restarts). A retried insert carries ``insert_token`` of its keys.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 _SEP = "\x1f"
@@ -141,37 +141,84 @@ def insert_token(table: str, rows: Iterable[dict[str, Any]]) -> str:
 
 
 class RecentKeys:
-    """A bounded LRU of dedup keys this process loaded (per table); ``capacity`` keys in total."""
+    """Dedup keys this process loaded recently, per table, bounded by ``capacity`` keys and ``max_bytes``
+    (16 bytes a key: generations of uint64 arrays in the order loaded and sorted, one per ``add``); the
+    oldest keys are forgotten first. A batch is looked up with one binary search per generation in numpy.
+    """
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(0, capacity)
-        self._keys: OrderedDict[tuple[str, int], None] = OrderedDict()
+    BYTES_PER_KEY = 16
+    GENERATIONS = 8  # per table; beyond, the oldest small neighbours are merged
+
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
+        limit = max(0, capacity)
+        if max_bytes is not None:
+            limit = min(limit, max(0, max_bytes) // self.BYTES_PER_KEY)
+        self.capacity = limit
+        self._gens: dict[str, list[_Generation]] = {}  # per table, oldest first
+        self._size = 0
+        self._added = 0
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        return sum(g.by_age.nbytes + g.by_key.nbytes for gens in self._gens.values() for g in gens)
 
     def split(self, table: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         """Rows whose key is not known here; returns (rows, number known and dropped)."""
-        keys = self._keys
-        kept = []
-        for row in rows:
-            item = (table, row["dedup_key"])
-            if item in keys:
-                keys.move_to_end(item)
-            else:
-                kept.append(row)
+        gens = self._gens.get(table)
+        if not gens or not rows:
+            return rows, 0
+        keys = np.fromiter((row["dedup_key"] for row in rows), dtype=np.uint64, count=len(rows))
+        order = np.argsort(keys)
+        keys = keys[order]  # sorted probes: the binary searches walk each generation in order
+        found = np.zeros(len(keys), dtype=bool)
+        for gen in gens:
+            at = np.searchsorted(gen.by_key, keys)
+            at[at == len(gen.by_key)] = 0
+            found |= gen.by_key[at] == keys
+        if not found.any():
+            return rows, 0
+        known = np.empty_like(found)
+        known[order] = found
+        kept = [row for row, seen in zip(rows, known.tolist(), strict=True) if not seen]
         return kept, len(rows) - len(kept)
 
     def add(self, table: str, keys: Iterable[int]) -> None:
         if not self.capacity:
             return
-        store = self._keys
-        for key in keys:
-            store[(table, key)] = None
-            store.move_to_end((table, key))
-        excess = len(store) - self.capacity
-        for _ in range(max(0, excess)):
-            store.popitem(last=False)
+        by_age = np.fromiter(keys, dtype=np.uint64)
+        if not len(by_age):
+            return
+        gens = self._gens.setdefault(table, [])
+        self._added += 1
+        gens.append(_Generation(self._added, by_age))
+        self._size += len(by_age)
+        if len(gens) > self.GENERATIONS:
+            small = self.capacity // 4
+            for i in range(len(gens) - 1):
+                if len(gens[i].by_age) + len(gens[i + 1].by_age) <= small or i == len(gens) - 2:
+                    gens[i:i + 2] = [_Generation(gens[i].seq, np.concatenate((gens[i].by_age, gens[i + 1].by_age)))]
+                    break
+        while self._size > self.capacity:  # forget the oldest generation of any table (or its oldest keys)
+            gens = min((g for g in self._gens.values() if g), key=lambda g: g[0].seq)
+            oldest, excess = gens[0], self._size - self.capacity
+            if excess >= len(oldest.by_age):
+                gens.pop(0)
+                self._size -= len(oldest.by_age)
+            else:
+                gens[0] = _Generation(oldest.seq, oldest.by_age[excess:].copy())
+                self._size -= excess
+
+
+class _Generation:
+    __slots__ = ("seq", "by_age", "by_key")
+
+    def __init__(self, seq: int, by_age: np.ndarray) -> None:
+        self.seq = seq
+        self.by_age = by_age
+        self.by_key = np.sort(by_age)
 
 
 # --- conflicting CDRs: one business key, other content ------------------------------------------

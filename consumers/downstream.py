@@ -27,49 +27,12 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from core.errors import BrokerUnavailable
+from core.kafka import delivery_timeout_ms, librdkafka_config
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
-
-
-def delivery_timeout_ms(settings: Settings) -> int:
-    """How long a record may wait for its acknowledgement (the aiokafka producers' request timeout)."""
-    return max(int(settings.ack_timeout_s * 1000) * 5, 10_000)
-
-
-def librdkafka_config(settings: Settings, *, client_id: str = "callstream-consumer") -> dict[str, Any]:
-    """The librdkafka producer configuration for ``settings``: the same durability, batching and
-    security as ``core.kafka.producer_kwargs`` gives the aiokafka producers."""
-    timeout_ms = delivery_timeout_ms(settings)
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.require_kafka(),
-        "client.id": client_id,
-        "acks": "all",
-        "enable.idempotence": settings.producer_idempotence,
-        "linger.ms": settings.producer_linger_ms,
-        "batch.size": settings.producer_max_batch_bytes,
-        "message.max.bytes": max(settings.max_body_bytes * 2, 2 * 1024 * 1024),
-        "compression.type": settings.producer_compression,
-        "request.timeout.ms": timeout_ms,
-        "message.timeout.ms": timeout_ms,
-        "partitioner": "murmur2_random",  # Java-compatible murmur2 for keyed records
-        "delivery.report.only.error": True,  # successes need no Python callback
-        "security.protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        # no CA file: the system's CAs, as ssl.create_default_context() does for aiokafka
-        config["ssl.ca.location"] = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else "probe"
-        if settings.kafka_ssl_certfile:
-            config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
-            if settings.kafka_ssl_keyfile:
-                config["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
-    if settings.kafka_security_protocol.startswith("SASL"):
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = settings.kafka_sasl_password
-    return config
 
 
 class DownstreamProducer:

@@ -106,25 +106,29 @@ class ClickHouseSink:
         found: set[int] = set()
         for start in range(0, len(wanted), chunk):
             part = wanted[start:start + chunk]
-            sql = f"SELECT dedup_key FROM {self.database}.{table} WHERE dedup_key IN ({','.join(map(str, part))})"
+            sql = f"SELECT dedup_key FROM {self.database}.{table} WHERE dedup_key IN {{keys:Array(UInt64)}}"
+            bound = {"keys": store.uint64_array(part)}
 
-            def run(sql: str = sql) -> list[Any]:
+            def run(sql: str = sql, bound: dict[str, Any] = bound) -> list[Any]:
                 with store.locked(self.client):
-                    return [r[0] for r in self.client.query(sql).result_rows]
+                    return [r[0] for r in self.client.query(sql, parameters=bound).result_rows]
             found.update(_guard(run))
         return found
 
     def existing_keys_by_table(self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000) -> dict[str, set[int]]:
         """``existing_keys`` of several tables in one query (each query has a fixed cost in the engine)."""
         parts: list[str] = []
+        bound: dict[str, Any] = {}
         for table, keys in wanted.items():
             keys = sorted(set(keys))
             if len(keys) > chunk:
                 return {t: self.existing_keys(t, k, chunk) for t, k in wanted.items()}
             if not keys:
                 continue
-            parts.append(f"SELECT '{table}', dedup_key FROM {self.database}.{table} "
-                         f"WHERE dedup_key IN ({','.join(map(str, keys))})")
+            n = len(parts)
+            bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(keys)
+            parts.append(f"SELECT {{t{n}:String}}, dedup_key FROM {self.database}.{table} "
+                         f"WHERE dedup_key IN {{k{n}:Array(UInt64)}}")
         found: dict[str, set[int]] = {table: set() for table in wanted}
         if not parts:
             return found
@@ -132,27 +136,37 @@ class ClickHouseSink:
 
         def run() -> list[Any]:
             with store.locked(self.client):
-                return list(self.client.query(sql).result_rows)
+                return list(self.client.query(sql, parameters=bound).result_rows)
         for table, key in _guard(run):
             found[table].add(key)
         return found
 
-    def stored_notifications(
-        self, wanted: Mapping[str, Iterable[int]], chunk: int = 20_000
-    ) -> dict[str, dict[int, tuple[str, str]]]:
+    def stored_notifications(self, wanted: Mapping[str, Iterable[int]]) -> dict[str, dict[int, tuple[str, str]]]:
         """For each table, the keys of ``wanted`` already stored, with the notification that stored them
         (a redelivered record finds its own rows: stored, maybe not yet published) and, for ``cdrs``, the
-        MD5 of the stored ``raw`` (``content_digest``: a CDR under a stored key with other content)."""
+        MD5 of the stored ``raw`` (``content_digest``: a CDR under a stored key with other content). One
+        query for every table (each query has a fixed cost in the engine); the keys are bound values."""
         found: dict[str, dict[int, tuple[str, str]]] = {table: {} for table in wanted}
+        parts: list[str] = []
+        bound: dict[str, Any] = {}
         for table, keys in wanted.items():
             ordered = sorted(set(keys))
+            if not ordered:
+                continue
+            n = len(parts)
+            bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(ordered)
             digest = "any(hex(MD5(raw)))" if table == "cdrs" else "''"
-            for start in range(0, len(ordered), chunk):
-                part = ordered[start:start + chunk]
-                sql = (f"SELECT dedup_key, any(notification_id), {digest} FROM {self.database}.{table} "
-                       f"WHERE dedup_key IN ({','.join(map(str, part))}) GROUP BY dedup_key")
-                for key, notification_id, content in self._rows(sql, {}):
-                    found[table][int(key)] = (str(notification_id), str(content))
+            parts.append(f"SELECT {{t{n}:String}}, dedup_key, any(notification_id), {digest} "
+                         f"FROM {self.database}.{table} WHERE dedup_key IN {{k{n}:Array(UInt64)}} GROUP BY dedup_key")
+        if not parts:
+            return found
+        sql = " UNION ALL ".join(parts)
+
+        def run() -> list[Any]:
+            with store.locked(self.client):
+                return list(self.client.query(sql, parameters=bound).result_rows)
+        for table, key, notification_id, content in _guard(run):
+            found[table][int(key)] = (str(notification_id), str(content))
         return found
 
     def stored_raw(self, table: str, keys: Iterable[int]) -> dict[int, str]:
@@ -161,8 +175,8 @@ class ClickHouseSink:
         if not wanted:
             return {}
         sql = (f"SELECT dedup_key, any(raw) FROM {self.database}.{table} "
-               f"WHERE dedup_key IN ({','.join(map(str, wanted))}) GROUP BY dedup_key")
-        return {int(key): str(raw) for key, raw in self._rows(sql, {})}
+               "WHERE dedup_key IN {keys:Array(UInt64)} GROUP BY dedup_key")
+        return {int(key): str(raw) for key, raw in self._rows(sql, {"keys": store.uint64_array(wanted)})}
 
     def _rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
         def run() -> list[Any]:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -65,3 +70,30 @@ class ConsumerMetrics:
             "1 while consumption is paused: ClickHouse, the downstream Kafka or the schema registry is unavailable",
             registry=registry,
         )
+        self.stage_seconds = Counter(
+            "callstream_consumer_stage_seconds_total",
+            "Wall time spent per consumer stage (fetch, decode, parse, normalise, enrich, keys, dedupe, protect, "
+            "encode, lookup, publish, insert, quarantine, commit)",
+            ["stage"], registry=registry,
+        )
+
+    def add_stage_seconds(self, seconds: Mapping[str, float]) -> None:
+        for stage, value in seconds.items():
+            self.stage_seconds.labels(stage).inc(value)
+
+
+def update_lag(consumer: AIOKafkaConsumer, offsets: Mapping[tuple[str, int], int], lags: dict[Any, int],
+               metrics: ConsumerMetrics) -> None:
+    """Set the lag gauge from the next offsets of a committed batch and the partitions' high watermarks
+    (``lags`` remembers the other partitions' last figures; revoked partitions are dropped)."""
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    for (topic, partition), next_offset in offsets.items():
+        if (topic, partition) not in assigned:  # revoked by a rebalance since the poll
+            continue
+        high = consumer.highwater(TopicPartition(topic, partition))
+        if high is not None:
+            lags[(topic, partition)] = max(0, high - next_offset)
+    for key in list(lags):
+        if key not in assigned:
+            del lags[key]
+    metrics.lag.set(sum(lags.values()))

@@ -227,10 +227,19 @@ def normalise_one(n: Notification, out: Normalised) -> None:
 
     Raises ``NormaliseError`` when the push as a whole is unusable (not JSON, unknown eventType …).
     """
+    normalise_body(n, parse_body(n), out)
+
+
+def parse_body(n: Notification) -> Any:
+    """The push's JSON document; ``NormaliseError`` when the body is not JSON."""
     try:
-        body = orjson.loads(n.body)
+        return orjson.loads(n.body)
     except orjson.JSONDecodeError as exc:
         raise NormaliseError(f"body is not JSON: {exc}", reason="malformed") from exc
+
+
+def normalise_body(n: Notification, body: Any, out: Normalised) -> None:
+    """``normalise_one`` of the push's parsed JSON document ``body``."""
     if not isinstance(body, dict):
         raise NormaliseError(f"body is a JSON {type(body).__name__}, not an object", reason="malformed")
     event_type = body.get("eventType") or n.event_type

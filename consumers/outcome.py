@@ -79,6 +79,7 @@ def session_request_delay_ms(
     """RFC 6076 session request delay in milliseconds, or ``None`` (see the module docstring)."""
     if start is None or outcome.refused:
         return None
+    response: int | None
     if alerting is not None:
         response = alerting
     elif answer is not None:

@@ -1,4 +1,5 @@
-"""One batch through the consumer: decode -> normalise -> enrich -> dedupe -> protect -> load -> republish.
+"""One batch through the consumer: ``consumers.prepare`` (decode -> parse -> normalise -> enrich -> keys ->
+dedupe -> protect -> encode), then ``deliver`` (look up stored keys -> insert -> publish -> quarantine).
 
 ``prepare`` is pure CPU work on the polled records; ``deliver`` talks to ClickHouse and Kafka and may
 raise ``StoreUnavailable`` / ``BrokerUnavailable`` (retriable: call it again with the same batch).
@@ -14,54 +15,40 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from consumers.decode import Notification, decode_envelope
-from consumers.dedupe import (
-    RecentKeys,
-    assign_keys,
-    conflict_row,
-    content_digest,
-    failure_key,
-    status_transition_keys,
-    unique_cdrs,
-    unique_in_batch,
-)
+from consumers.dedupe import conflict_row, content_digest, failure_key, status_transition_keys, unique_in_batch
+from consumers.enrich import assign_legs
 from consumers.downstream import DownstreamProducer
-from consumers.enrich import Enriched, assign_legs, enrich_cdr, enrich_event, enrich_status
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
-from consumers.normalise import Failure, Normalised, normalise
-from consumers.protect import protect_numbers
-from consumers.republish import Message, messages, republish, schema_topics, to_message
-from core.errors import NormaliseError
+from consumers.normalise import Failure
+from consumers.prepare import ROW_TABLES, Prepared, State, prepare_steps
+from consumers.republish import Message, republish, schema_topics, to_message
 from core.settings import Settings
-from schemas.avro_codec import encode
+from schemas.cloudevents import KafkaHeaders
+from schemas.dead_letter import dead_letter
 from schemas.serde import Serializer
 
-ROW_TABLES = ("cdrs", "call_events", "number_status")
-_STEP = 500  # records or rows between two turns of the event loop in prepare_async
+__all__ = ["ROW_TABLES", "Batch", "Pipeline", "dead_letter", "failure_row"]
 
 
 @dataclass
-class Batch:
-    """The rows of one poll, ready to deliver; ``stored``, ``delivered`` (the stored rows, to publish) and
+class Batch(Prepared):
+    """A prepared batch being delivered; ``stored``, ``delivered`` (the stored rows, to publish) and
     ``published`` survive retries of ``deliver``."""
 
-    notifications: list[Notification]
-    tables: dict[str, list[dict[str, Any]]]
-    failures: list[Failure]
-    offsets: dict[Any, int]  # TopicPartition -> next offset to commit
-    received: int
     resolved: bool = False
     stored: bool = False
     published: bool = False
-    messages: dict[str, dict[int, Message]] = field(default_factory=dict)  # table -> dedup_key -> record
-    conflicts: list[dict[str, Any]] = field(default_factory=list)  # cdr_conflicts rows
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, prepared: Prepared) -> Batch:
+        return cls(**{f.name: getattr(prepared, f.name) for f in fields(Prepared)})
 
 
 def failure_row(f: Failure) -> dict[str, Any]:
@@ -85,14 +72,13 @@ def failure_row(f: Failure) -> dict[str, Any]:
     }
 
 
-def dead_letter(f: Failure) -> bytes:
+def dead_letter_of(f: Failure) -> tuple[bytes, KafkaHeaders]:
     n = f.notification
-    return encode("dead_letter", {
-        "id": n.id, "received_at": n.received_at_us, "stage": f.stage, "reason": f.reason,
-        "detail": f.detail[:2000], "service": n.service, "path": n.path, "app_key": n.app_key,
-        "http_status": 0, "source_topic": n.topic, "source_partition": n.partition, "source_offset": n.offset,
-        "headers": {"record_index": str(f.record_index)}, "body": n.body, "body_truncated": False,
-    })
+    return dead_letter(
+        id=n.id, received_at=n.received_at_us, stage=f.stage, reason=f.reason, detail=f.detail,
+        service=n.service, path=n.path, app_key=n.app_key, body=n.body, source=(n.topic, n.partition, n.offset),
+        record_index=f.record_index,
+    )
 
 
 class Pipeline:
@@ -109,7 +95,7 @@ class Pipeline:
         self.metrics = metrics
         self.serializer = serializer if serializer is not None else Serializer(settings)
         self._schemas_registered = self.serializer.registry is None
-        self.recent = RecentKeys(settings.dedup_cache_keys)
+        self.state = State.for_settings(settings)
 
     async def register_schemas(self) -> None:
         """Register the downstream and dead-letter schemas under their topics' subjects (once; a no-op
@@ -125,6 +111,10 @@ class Pipeline:
             await asyncio.to_thread(self.serializer.fetch_writers, [rec.value for rec in records])
 
     # --- CPU part ---------------------------------------------------------------------------
+    @property
+    def recent(self) -> Any:
+        return self.state.recent
+
     def prepare(self, records: list[ConsumerRecord]) -> Batch:
         steps = self._prepare(records)
         while True:
@@ -145,84 +135,40 @@ class Pipeline:
             await asyncio.sleep(0)
 
     def _prepare(self, records: list[ConsumerRecord]) -> Generator[None, None, Batch]:
-        notifications: list[Notification] = []
-        out = Normalised()
-        offsets: dict[Any, int] = {}
-        serializer = self.serializer
-        for start in range(0, len(records), _STEP):
-            for rec in records[start:start + _STEP]:
-                tp = (rec.topic, rec.partition)
-                offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
-                try:
-                    notifications.append(decode_envelope(rec.value, rec.topic, rec.partition, rec.offset, serializer))
-                except NormaliseError as exc:
-                    bad = Notification(f"{rec.topic}:{rec.partition}:{rec.offset}", int(time.time() * 1_000_000),
-                                       "", "", "", "", rec.value or b"", rec.topic, rec.partition, rec.offset)
-                    out.failures.append(Failure(bad, -1, "decode", exc.reason, str(exc)))
-            yield
-        for start in range(0, len(notifications), _STEP):
-            normalise(notifications[start:start + _STEP], out)
-            yield
-        settings = self.settings
-        note = Enriched()
-        cdrs, events, statuses = out.cdrs, out.events, out.statuses
-        for row in cdrs:
-            enrich_cdr(row, note)
-        for row in events:
-            enrich_event(row, note)
-        for row in statuses:
-            enrich_status(row, note)
-        yield
+        encode = self.producer is not None and self.settings.republish
+        prepared = yield from prepare_steps(records, self.settings, self.state, serializer=self.serializer,
+                                            encode=encode)
         m = self.metrics
         m.received.inc(len(records))
-        for name in out.invalid:
+        notes = prepared.notes
+        for name in notes.invalid_values:
             m.invalid_values.labels(name).inc()
-        for name in note.unknown_codes:
+        for name in notes.unknown_codes:
             m.unknown_codes.labels(name).inc()
-        if note.inconsistent_timestamps:
-            m.inconsistent_timestamps.inc(note.inconsistent_timestamps)
-        tables = {"cdrs": cdrs, "call_events": events, "number_status": statuses}
-        encoded: dict[str, dict[int, Message]] = {}
-        conflicts: list[dict[str, Any]] = []
-        encode = self.producer is not None and settings.republish
-        for table, rows in tables.items():
-            assign_keys(table, rows)  # keys use the numbers as received ...
-            in_batch = recent = 0
-            if table == "cdrs":
-                rows, in_batch, twins = unique_cdrs(rows)
-                for row, kept in twins:  # one key, other content: the first stays, the other is recorded
-                    conflicts.append(conflict_row(protect_numbers(row, settings), kept["notification_id"],
-                                                  protect_numbers(kept, settings)["raw"]))
-            if table != "number_status":  # a status repeats a state legitimately: see _resolve
-                if table != "cdrs":
-                    rows, in_batch = unique_in_batch(rows)
-                rows, recent = self.recent.split(table, rows)
-            protected: list[dict[str, Any]] = []
-            for start in range(0, len(rows), _STEP):
-                protected += [protect_numbers(r, settings) for r in rows[start:start + _STEP]]  # ... stored/
-                yield  # published protected
-            tables[table] = protected
-            if in_batch + recent:
-                m.discarded.labels("duplicate").inc(in_batch + recent)
-            if encode:  # the downstream records, off the delivery's path
-                encoded[table] = {}
-                for start in range(0, len(protected), _STEP):
-                    encoded[table].update(messages(table, protected[start:start + _STEP]))
-                    yield
-        return Batch(notifications, tables, out.failures, offsets, len(records), messages=encoded, conflicts=conflicts)
+        if notes.inconsistent_timestamps:
+            m.inconsistent_timestamps.inc(notes.inconsistent_timestamps)
+        if notes.duplicates:
+            m.discarded.labels("duplicate").inc(notes.duplicates)
+        m.add_stage_seconds(prepared.seconds)
+        return Batch.of(prepared)
 
     # --- I/O part ---------------------------------------------------------------------------
     async def deliver(self, batch: Batch) -> None:
         """Store, then publish (the runner commits after this returns); raises retriable errors
         (``StoreUnavailable``, ``BrokerUnavailable``) without losing anything: each step records its
         progress on the batch, so calling it again repeats only what did not happen."""
+        clock = time.perf_counter
         if not batch.stored:
             await self._store(batch)
         if not batch.published:
+            began = clock()
             await self._publish(batch)
+            self.metrics.add_stage_seconds({"publish": clock() - began})
         if batch.failures:
+            began = clock()
             await self._quarantine(batch.failures)
             batch.failures = []
+            self.metrics.add_stage_seconds({"quarantine": clock() - began})
         now_us = time.time() * 1_000_000
         observe = self.metrics.receipt_to_load.observe
         for n in batch.notifications:
@@ -234,9 +180,11 @@ class Pipeline:
         between store and publish) is not inserted again but still published. A row the store refuses
         becomes a failure (quarantined, never published)."""
         sink = self.sink
+        began = time.perf_counter()
         await self._resolve(batch)
         wanted = {t: [r["dedup_key"] for r in batch.tables[t]] for t in ROW_TABLES if batch.tables[t]}
         stored = await asyncio.to_thread(sink.stored_notifications, wanted)  # a retriable error: nothing done
+        self.metrics.add_stage_seconds({"lookup": time.perf_counter() - began})
         new: dict[str, list[dict[str, Any]]] = {}
         again: dict[str, list[dict[str, Any]]] = {}
         differing: list[tuple[dict[str, Any], str]] = []
@@ -265,7 +213,9 @@ class Pipeline:
         if batch.conflicts:
             await asyncio.to_thread(self._record_conflicts, batch.conflicts)
             batch.conflicts = []
+        began = time.perf_counter()
         results = await asyncio.to_thread(load_all)  # one thread hop; a retriable error aborts the rest
+        self.metrics.add_stage_seconds({"insert": time.perf_counter() - began})
         by_id = {n.id: n for n in batch.notifications}
         for table in ROW_TABLES:
             loaded, bad = results.get(table, (0, []))
@@ -321,7 +271,7 @@ class Pipeline:
             for topic, count in counts.items():
                 self.metrics.sent.labels(topic).inc(count)
         for table, rows in batch.delivered.items():
-            if table != "number_status":
+            if table != "number_status":  # a status key may come back legitimately (see _resolve)
                 self.recent.add(table, [r["dedup_key"] for r in rows])
         batch.published = True
         batch.messages = {}
@@ -345,7 +295,8 @@ class Pipeline:
             if letters:
                 await self.register_schemas()
                 for f in letters:
-                    producer.send(topic, self.serializer.reframe(dead_letter(f), topic), f.notification.id.encode(), [])
+                    value, headers = dead_letter_of(f)
+                    producer.send(topic, self.serializer.reframe(value, topic), f.notification.id.encode(), headers)
                 await producer.flush()  # BrokerUnavailable when any was not acknowledged
         if rows:
             await asyncio.to_thread(self.sink.insert, "failed_events", rows)

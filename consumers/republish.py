@@ -12,14 +12,15 @@ content-type=application/avro.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from consumers.avro_rows import row_encoder
 from consumers.downstream import DownstreamProducer
 from core.settings import Settings
+from schemas.avro_rows import row_encoder
+from schemas.cloudevents import platform_source, platform_type, rfc3339_millis
+from schemas.cloudevents import headers as cloudevent_headers
 from schemas.serde import Serializer
 
 # table -> (schema name, CloudEvents kind, key column, time column, time unit per second)
@@ -28,8 +29,6 @@ ROUTES: dict[str, tuple[str, str, str, str, int]] = {
     "call_events": ("call_event", "call_event", "session_id", "event_time", 1000),
     "number_status": ("number_status", "number_status", "number", "received_at", 1_000_000),
 }
-_SPEC_HEADER = ("ce_specversion", b"1.0")
-_CONTENT_TYPE_HEADER = ("content-type", b"application/avro")
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
@@ -44,41 +43,9 @@ def schema_topics(settings: Settings) -> list[tuple[str, str]]:
         ("dead_letter", settings.dead_topic)]
 
 
-_minutes: dict[int, bytes] = {}
-_SECONDS = [f"{n:02d}.".encode() for n in range(60)]
-_MILLIS = [f"{n:03d}Z".encode() for n in range(1000)]
-
-
-def _rfc3339(value: int, per_second: int) -> bytes:
-    """``2024-03-12T02:15:40.123Z`` (milliseconds, UTC) of ``value`` units of 1/``per_second`` s."""
-    second, milli = divmod(value * 1000 // per_second, 1000)
-    minute, sec = divmod(second, 60)
-    prefix = _minutes.get(minute)
-    if prefix is None:
-        if len(_minutes) >= 50_000:
-            _minutes.clear()
-        prefix = _minutes[minute] = time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minute * 60)).encode()
-    return prefix + _SECONDS[sec] + _MILLIS[milli]
-
-
 @cache
 def _writers() -> dict[str, Callable[[dict[str, Any]], bytes]]:
     return {table: row_encoder(schema, as_text=("dedup_key",)) for table, (schema, *_) in ROUTES.items()}
-
-
-_sources: dict[tuple[str, str, str], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
-
-
-def _source_and_type(service: str, app_key: str, kind: str) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
-    """The ce_source and ce_type headers (a handful of distinct values: remembered)."""
-    found = _sources.get((service, app_key, kind))
-    if found is None:
-        if len(_sources) >= 10_000:
-            _sources.clear()
-        found = _sources[(service, app_key, kind)] = (
-            ("ce_source", f"huawei/{service}/{app_key}".encode()),
-            ("ce_type", f"com.huaweicloud.{service}.{kind}".encode()))
-    return found
 
 
 def to_message(table: str, row: dict[str, Any]) -> Message:
@@ -86,16 +53,9 @@ def to_message(table: str, row: dict[str, Any]) -> Message:
     _, kind, key_column, time_column, per_second = ROUTES[table]
     value = _writers()[table](row)
     subject = row[key_column].encode()
-    source, ce_type = _source_and_type(row["service"], row["app_key"], kind)
-    headers = [
-        _SPEC_HEADER,
-        ("ce_id", f"{row['notification_id']}:{row['record_index']}".encode()),
-        source,
-        ce_type,
-        ("ce_time", _rfc3339(row[time_column], per_second)),
-        ("ce_subject", subject),
-        _CONTENT_TYPE_HEADER,
-    ]
+    headers = cloudevent_headers(
+        f"{row['notification_id']}:{row['record_index']}".encode(), platform_source(row["service"], row["app_key"]),
+        platform_type(row["service"], kind), rfc3339_millis(row[time_column], per_second), subject)
     return subject, value, headers
 
 

@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from consumers.downstream import DownstreamProducer
 from consumers.load import ClickHouseSink, without_dataframes
-from consumers.metrics import ConsumerMetrics
+from consumers.metrics import ConsumerMetrics, update_lag
 from consumers.pipeline import Batch, Pipeline
-from core import store
+from core import memory, store
 from core.errors import BrokerUnavailable, CallstreamError, StoreError
 from core.kafka import consumer_kwargs, ensure_topics
 from core.settings import Settings
@@ -226,20 +226,6 @@ class LogResetGuard(ConsumerRebalanceListener):
         self.uncommitted -= set(starts)
 
 
-def _update_lag(consumer: AIOKafkaConsumer, batch: Batch, lags: dict[Any, int], metrics: ConsumerMetrics) -> None:
-    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-    for (topic, partition), next_offset in batch.offsets.items():
-        if (topic, partition) not in assigned:  # revoked by a rebalance since the poll
-            continue
-        high = consumer.highwater(TopicPartition(topic, partition))
-        if high is not None:
-            lags[(topic, partition)] = max(0, high - next_offset)
-    for key in list(lags):
-        if key not in assigned:
-            del lags[key]
-    metrics.lag.set(sum(lags.values()))
-
-
 async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """``consumer.stop()``; aiokafka re-raises the cancellation of a fetch that was backing off (the broker
     is gone), which must not look like a cancellation of this task."""
@@ -291,6 +277,7 @@ async def run_consumer(
         except BrokerUnavailable as exc:  # registered again before the first publish, with backoff
             log.warning("cannot register the downstream schemas yet: %s", exc)
         await consumer.start()
+        memory.collect_less()  # the start-up objects stay; the batches' short-lived rows are not cyclic
         try:
             await _loop(settings, stop, consumer, pipeline, ready, log_reset)
         finally:
@@ -336,7 +323,9 @@ async def _loop(
         if not stop.is_set():  # stopping: deliver the prepared batch, poll nothing new
             # with a batch waiting, take only what is already fetched: do not delay its delivery
             timeout_ms = 0 if pending is not None else settings.flush_interval_ms
+            fetched = time.perf_counter()
             polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_events)
+            metrics.add_stage_seconds({"fetch": time.perf_counter() - fetched} if polled else {})  # not idling
             if ready is not None and not ready.is_set() and consumer.assignment():
                 ready.set()
             records = [rec for recs in polled.values() for rec in recs]
@@ -365,20 +354,19 @@ async def _loop(
         if not await delivery:
             return  # stopped while the store was down: nothing committed, the batches are redelivered
         _crash_hook()
+        committing = time.perf_counter()
         if not await commit(consumer, batch):
             continue
+        metrics.add_stage_seconds({"commit": time.perf_counter() - committing})
         metrics.batch_seconds.observe(time.perf_counter() - started)
-        _update_lag(consumer, batch, lags, metrics)
+        update_lag(consumer, batch.offsets, lags, metrics)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """``callstream consume``."""
-    updates: dict[str, Any] = {}
-    if getattr(args, "group", None):
-        updates["consumer_group"] = args.group
-    if getattr(args, "metrics_port", None) is not None:
-        updates["consumer_metrics_port"] = args.metrics_port
-    if updates:
+    given = {"consumer_group": getattr(args, "group", None) or None,
+             "consumer_metrics_port": getattr(args, "metrics_port", None)}
+    if updates := {name: value for name, value in given.items() if value is not None}:
         settings = settings.model_copy(update=updates)
     settings.require_kafka()
 

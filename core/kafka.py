@@ -1,4 +1,5 @@
-"""aiokafka arguments built from the settings, and topic creation.
+"""Kafka client configuration built from the settings (aiokafka arguments and the librdkafka
+configuration, from one set of decisions), and topic creation.
 
 One place decides how callstream talks to Kafka, so the edge, the consumers and the tools agree:
 ``acks="all"`` always; idempotence only where the cluster supports it (Tansu refuses it).
@@ -15,41 +16,89 @@ from aiokafka.errors import TopicAlreadyExistsError
 from core.settings import Settings
 
 
-def _security_kwargs(settings: Settings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
+def delivery_timeout_ms(settings: Settings) -> int:
+    """How long a produced record may wait for its acknowledgement."""
+    return max(int(settings.ack_timeout_s * 1000) * 5, 10_000)
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """TLS and SASL in Kafka's own configuration names (librdkafka's); ``_aiokafka_security`` renders them
+    for aiokafka. No CA file: the system's CAs (librdkafka ``probe``, ``ssl.create_default_context()``)."""
+    protocol = settings.kafka_security_protocol
+    config: dict[str, Any] = {"security.protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        config["ssl.ca.location"] = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else "probe"
         if settings.kafka_ssl_certfile:
-            context.load_cert_chain(
-                str(settings.kafka_ssl_certfile),
-                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            )
+            config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
+            if settings.kafka_ssl_keyfile:
+                config["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
+    if protocol.startswith("SASL"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password
+    return config
+
+
+def _aiokafka_security(settings: Settings) -> dict[str, Any]:
+    config = security_config(settings)
+    kwargs: dict[str, Any] = {"security_protocol": config["security.protocol"]}
+    if "ssl.ca.location" in config:
+        cafile = config["ssl.ca.location"]
+        context = ssl.create_default_context(cafile=None if cafile == "probe" else cafile)
+        if "ssl.certificate.location" in config:
+            context.load_cert_chain(config["ssl.certificate.location"], config.get("ssl.key.location"))
         kwargs["ssl_context"] = context
-    if settings.kafka_security_protocol.startswith("SASL"):
-        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
-        kwargs["sasl_plain_password"] = settings.kafka_sasl_password
+    if "sasl.mechanism" in config:
+        kwargs["sasl_mechanism"] = config["sasl.mechanism"]
+        kwargs["sasl_plain_username"] = config["sasl.username"]
+        kwargs["sasl_plain_password"] = config["sasl.password"]
     return kwargs
+
+
+def _producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    """What every producer of callstream is told, in Kafka's configuration names: durable by default."""
+    return {
+        "bootstrap.servers": settings.require_kafka(),
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": settings.producer_idempotence,
+        "linger.ms": settings.producer_linger_ms,
+        "batch.size": settings.producer_max_batch_bytes,
+        "message.max.bytes": max(settings.max_body_bytes * 2, 2 * 1024 * 1024),
+        "compression.type": settings.producer_compression,
+        "request.timeout.ms": delivery_timeout_ms(settings),
+    }
+
+
+_AIOKAFKA_PRODUCER_NAMES = {
+    "bootstrap.servers": "bootstrap_servers", "client.id": "client_id", "acks": "acks",
+    "enable.idempotence": "enable_idempotence", "linger.ms": "linger_ms", "batch.size": "max_batch_size",
+    "message.max.bytes": "max_request_size", "compression.type": "compression_type",
+    "request.timeout.ms": "request_timeout_ms",
+}
 
 
 def producer_kwargs(settings: Settings, *, client_id: str = "callstream") -> dict[str, Any]:
-    """Arguments for ``AIOKafkaProducer``: durable by default."""
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.require_kafka(),
-        "client_id": client_id,
-        "acks": "all",
-        "enable_idempotence": settings.producer_idempotence,
-        "linger_ms": settings.producer_linger_ms,
-        "max_batch_size": settings.producer_max_batch_bytes,
-        "max_request_size": max(settings.max_body_bytes * 2, 2 * 1024 * 1024),
-        "request_timeout_ms": max(int(settings.ack_timeout_s * 1000) * 5, 10_000),
-    }
-    if settings.producer_compression != "none":
-        kwargs["compression_type"] = settings.producer_compression
-    kwargs.update(_security_kwargs(settings))
+    """Arguments for ``AIOKafkaProducer`` (the edge, replay, the tools)."""
+    config = _producer_config(settings, client_id)
+    if config["compression.type"] == "none":
+        del config["compression.type"]  # aiokafka spells no compression as None
+    kwargs = {_AIOKAFKA_PRODUCER_NAMES[name]: value for name, value in config.items()}
+    kwargs.update(_aiokafka_security(settings))
     return kwargs
+
+
+def librdkafka_config(settings: Settings, *, client_id: str = "callstream-consumer") -> dict[str, Any]:
+    """The ``confluent_kafka.Producer`` configuration (the consumer's downstream producer): the same
+    durability, batching and security as ``producer_kwargs``."""
+    config = _producer_config(settings, client_id)
+    config.update({
+        "message.timeout.ms": config["request.timeout.ms"],
+        "partitioner": "murmur2_random",  # Java-compatible murmur2 for keyed records
+        "delivery.report.only.error": True,  # successes need no Python callback
+    })
+    config.update(security_config(settings))
+    return config
 
 
 def consumer_kwargs(settings: Settings, *, group_id: str | None = None, client_id: str = "callstream") -> dict[str, Any]:
@@ -65,13 +114,13 @@ def consumer_kwargs(settings: Settings, *, group_id: str | None = None, client_i
         "max_partition_fetch_bytes": 16 * 1024 * 1024,
         "isolation_level": "read_uncommitted",
     }
-    kwargs.update(_security_kwargs(settings))
+    kwargs.update(_aiokafka_security(settings))
     return kwargs
 
 
 def admin_kwargs(settings: Settings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"bootstrap_servers": settings.require_kafka(), "client_id": "callstream-admin"}
-    kwargs.update(_security_kwargs(settings))
+    kwargs.update(_aiokafka_security(settings))
     return kwargs
 
 

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     flush_interval_ms: int = 200
     load_retry_max_backoff_s: float = 30.0
     dedup_cache_keys: int = 500_000
+    dedup_cache_bytes: int = 8 * 1024 * 1024  # the recent-key cache's memory (16 bytes a key)
     republish: bool = True
     consumer_metrics_port: int = 9108
 

@@ -30,8 +30,7 @@ from ingest.auth import Authenticator, Identity, parse_token
 from ingest.envelope import (
     Receipt,
     cloudevent_headers,
-    dead_letter_headers,
-    dead_letter_record,
+    dead_letter_message,
     new_id,
     raw_record,
     redact_headers,
@@ -183,7 +182,7 @@ class NotifyEndpoint:
                 app_key = parse_token(token).username  # claimed, not verified; the reason says so
             except AuthError:
                 app_key = ""
-        record = dead_letter_record(
+        record, headers = dead_letter_message(
             receipt,
             body,
             reason=error.reason,
@@ -194,7 +193,7 @@ class NotifyEndpoint:
             truncated=truncated,
         )
         try:
-            await self.publisher.publish(self.dead_topic, record, None, dead_letter_headers(receipt, error.reason))
+            await self.publisher.publish(self.dead_topic, record, None, headers)
         except BrokerUnavailable as exc:
             self.metrics.error("dead_letter")
             await _answer(send, 503, {"error": exc.reason, "detail": str(exc)}, True)

@@ -95,7 +95,7 @@ _SMALL_LONGS = tuple(bytes([n]) for n in range(128))
 def encode_long(value: int) -> bytes:
     """Avro binary ``long`` (also lengths of strings and bytes): zig-zag, then base-128 little-endian groups.
 
-    The hand-written encoders (ingest/envelope.py, consumers/avro_rows.py) share it.
+    The hand-written encoders (schemas/avro_envelope.py, schemas/avro_rows.py) share it.
     """
     n = (value << 1) ^ (value >> 63)
     if n < 128:

@@ -14,6 +14,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from callstream.reconcile import expected_records, stored_keys
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
@@ -119,3 +120,14 @@ def test_callback_legs_come_from_the_records_not_the_process(settings: Settings,
     replayed = store.query_rows(client, f"SELECT event_type, leg FROM {db}_replay.call_events "
                                         f"WHERE session_id = '{session}' ORDER BY event_seq")
     assert replayed == legs
+
+
+def test_reconcile_accounts_every_status_of_a_flapping_number(settings: Settings, client: Any) -> None:
+    records = [status("10", at(8, 0, 0), "2"), status("5", at(9, 0, 0)), status("10", at(10, 0, 0), "2"),
+               status("10", at(10, 0, 5), "2")]
+    for record in records:
+        deliver(settings, client, [record])
+    expected = expected_records(settings, [r.value for r in records])
+    keys = set().union(*(k for (_, _, table), k in expected.keys.items() if table == "number_status"))
+    assert len(keys) == 2  # two states; the stored rows are three changes
+    assert stored_keys(settings, "number_status", keys) == keys

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from consumers import pipeline
+from consumers import pipeline, prepare
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
 from core.settings import Settings
@@ -39,7 +39,7 @@ def _pipeline() -> Pipeline:
 
 
 def test_prepare_async_matches_prepare_and_yields_between_steps(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(pipeline, "_STEP", 7)  # several turns of the loop for a small batch
+    monkeypatch.setattr(prepare, "_STEP", 7)  # several turns of the loop for a small batch
     records = _records(3)
     expected = _pipeline().prepare(records)
     turns = 0

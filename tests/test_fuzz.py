@@ -2,8 +2,8 @@
 
 Oracle for the edge (the real app on the real broker): every request is answered within its bound, with
 200 or a 4xx and never a 5xx (the broker is up); every 4xx has exactly one dead-letter record and every
-200 exactly one raw record carrying the same bytes. For the consumers' stages: ``normalise`` on any
-envelope raises nothing but ``NormaliseError``, and protect/enrich/dedup keys take whatever it returns.
+200 exactly one raw record carrying the same bytes. For the consumer's CPU step (``consumers.prepare``, as
+the consumer runs it): any envelope becomes rows or failures, never an exception.
 
 The default run sends >= 10,000 inputs; ``pytest --long`` sends 60,000 (and more hypothesis examples).
 """
@@ -31,11 +31,8 @@ from hypothesis import strategies as st
 
 from callstream.reconcile import scan_topic
 from consumers.decode import Notification
-from consumers.dedupe import assign_keys
-from consumers.enrich import Enriched, enrich_cdr, enrich_event, enrich_status
-from consumers.normalise import Normalised, normalise_one
-from consumers.protect import protect_numbers
-from core.errors import NormaliseError
+from consumers.prepare import prepare_notifications
+from consumers.republish import to_message
 from core.kafka import ensure_topics
 from core.settings import Settings
 from ingest.auth import sign_headers
@@ -380,24 +377,16 @@ def test_fuzz_edge_over_http(make_settings: Callable[..., Settings], tmp_path: A
 
 # --- the normaliser -------------------------------------------------------------------------------
 def run_consumer_stages(n: Notification, settings: Settings) -> None:
-    out = Normalised()
-    try:
-        normalise_one(n, out)
-    except NormaliseError:
-        return
-    note = Enriched()
-    cdrs = [protect_numbers(r, settings) for r in out.cdrs]
-    events = [protect_numbers(r, settings) for r in out.events]
-    statuses = [protect_numbers(r, settings) for r in out.statuses]
-    for row in cdrs:
-        enrich_cdr(row, note)
-    for row in events:
-        enrich_event(row, note)
-    for row in statuses:
-        enrich_status(row, note)
-    for table, rows in (("cdrs", cdrs), ("call_events", events), ("number_status", statuses)):
-        assign_keys(table, rows)
+    """The consumer's own CPU step (``consumers.prepare``) on one push: it raises nothing (a bad push or
+    record becomes a failure), every row has a 64-bit key and one downstream record."""
+    prepared = prepare_notifications([n], settings, encode=True)
+    for table, rows in prepared.tables.items():
         assert all(0 <= r["dedup_key"] < 2**64 for r in rows)
+        if table == "number_status":  # encoded on delivery (its key depends on the stored history)
+            assert all(to_message(table, r) for r in rows)
+            continue
+        assert set(prepared.messages[table]) == {r["dedup_key"] for r in rows}
+    assert all(f.notification is n and f.reason for f in prepared.failures)
 
 
 def notification(service: str, body: bytes, event_type: str, rng: random.Random) -> Notification:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import threading
 import time
@@ -37,6 +38,18 @@ def test_direct_when_no_stack(settings: Settings, capsysbinary: pytest.CaptureFi
     assert capsysbinary.readouterr().out == b"5\n"
     with pytest.raises(SqlError, match="Code: 81"):
         run_sql(settings, "SELECT * FROM no_db_here.no_table")
+    _bound_values_arrive_intact(settings, table)
+
+
+TRICKY = ["o'brien", "back\\slash", "tab\there", "') OR 1=1 --", "ü€"]
+
+
+def _bound_values_arrive_intact(settings: Settings, table: str) -> None:
+    sql = f"SELECT {{word:String}}, has({{words:Array(String)}}, {{word:String}}), count() FROM {table} " \
+          "WHERE n IN {keys:Array(UInt64)} FORMAT JSONCompactEachRow"
+    for word in TRICKY:
+        out = run_sql(settings, sql, parameters={"word": word, "words": TRICKY, "keys": [1, 3, 2**64 - 1]})
+        assert json.loads(out) == [word, 1, 2]
 
 
 def test_through_running_stack(settings: Settings) -> None:
@@ -57,6 +70,10 @@ def test_through_running_stack(settings: Settings) -> None:
         assert run_sql(settings, "SELECT sum(n) FROM t", "TSV") == b"10\n"  # database of the settings
         with pytest.raises(SqlError, match="read-only"):
             run_sql(settings, f"INSERT INTO {table} VALUES (9)")
+        _bound_values_arrive_intact(settings, table)
+        many = [f"session-{n}" for n in range(20_000)]  # more than a URL holds
+        out = run_sql(settings, "SELECT length({many:Array(String)})", parameters={"many": many})
+        assert out == b"20000\n"
     finally:
         remove_stack_file(settings.data_dir)
         server.should_exit = True

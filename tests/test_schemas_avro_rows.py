@@ -1,4 +1,4 @@
-"""consumers.avro_rows writes exactly the bytes fastavro writes, and falls back for anything unusual."""
+"""schemas.avro_rows writes exactly the bytes fastavro writes, and falls back for anything unusual."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from consumers.avro_rows import encode_row
+from schemas.avro_rows import encode_row, row_encoder
 from schemas.avro_codec import MARKER, encode, schema_fingerprint, schema_json
 
 
@@ -72,8 +72,6 @@ def test_datetime_time_values_are_converted_like_fastavro() -> None:
 
 @pytest.mark.parametrize("name", ["cdr", "call_event", "number_status"])
 def test_as_text_fields_write_the_decimal_text_of_an_int(name: str) -> None:
-    from consumers.avro_rows import row_encoder
-
     write = row_encoder(name, as_text=("dedup_key",))
     for key in (0, 7, 2**63 + 5, 2**64 - 1):
         row = {**_row(name, 3), "dedup_key": key}
