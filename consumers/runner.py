@@ -132,6 +132,10 @@ async def commit(consumer: AIOKafkaConsumer, batch: Batch) -> bool:
     except (CommitFailedError, IllegalStateError) as exc:
         log.warning("offset commit refused after a rebalance; the batch will be redelivered: %s", exc)
         return False
+    except KafkaError as exc:  # e.g. a durable broker whose object store is restarting answers UNKNOWN
+        log.warning("offset commit failed (%r); the next batch's commit covers these offsets, a restart "
+                    "before it redelivers the batch (deduplicated)", exc)
+        return False
 
 
 def _tp_name(tp: TopicPartition) -> str:
