@@ -32,10 +32,10 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from callstream import dashboard, query_server
+from callstream.supervise import DataDirGuard, EmbeddedKafka, refuse_taken_ports
 from consumers.pepper import PEPPER_FILE, ensure_pepper_file
 from consumers.runner import run_consumer
 from core import store
-from callstream.supervise import DataDirGuard, EmbeddedKafka, refuse_taken_ports
 from core.credentials import (
     credentials_path,
     ensure_dev_credentials,

@@ -9,7 +9,6 @@
     │   ├── BadNotification         400/422: not JSON, not an object, unknown eventType …
     │   ├── AppKeyMismatch          403: the body names an appKey other than the signer's
     │   ├── IpNotAllowed            403: the client address is outside CALLSTREAM_EDGE_ALLOW_CIDRS
-    │   ├── AppKeyMismatch          403: the body names an appKey other than the signer's
     │   └── RateLimited             429: the app sent more than its rate; ``retry_after_s``
     ├── ClientDisconnected          the HTTP client went away before sending the whole body
     ├── NormaliseError              a record the consumer cannot turn into rows            (poison)
@@ -74,13 +73,6 @@ class BodyTooLarge(RejectedNotification):
 class BadNotification(RejectedNotification):
     status = 400
     reason = "malformed"
-
-
-class AppKeyMismatch(RejectedNotification):
-    """The body names an appKey other than the signer's."""
-
-    status = 403
-    reason = "app_key_mismatch"
 
 
 class IpNotAllowed(RejectedNotification):
