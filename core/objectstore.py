@@ -31,7 +31,7 @@ from types import TracebackType
 import httpx
 
 from core.errors import ConfigError
-from core.processes import free_port, port_free, spawn, stop_process
+from core.processes import ChildProcess, free_port, port_free, spawn, stop_process
 
 BUCKET = "callstream"
 REGION = "us-east-1"
@@ -78,7 +78,7 @@ def signed_headers(method: str, host: str, path: str, access_key: str, secret: s
     return headers
 
 
-class ObjectStore:
+class ObjectStore(ChildProcess):
     """A SeaweedFS S3 store on ``127.0.0.1``; ``stop()`` (or the context manager) ends it."""
 
     def __init__(self, root: Path, port: int | None = None, *, log_path: Path | None = None,
@@ -101,18 +101,6 @@ class ObjectStore:
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        return self._process.poll() if self._process is not None else None
 
     def _pick_ports(self, port: int | None) -> dict[str, int]:
         path = self.root / "ports.json"
