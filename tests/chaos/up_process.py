@@ -105,6 +105,10 @@ class UpProcess:
                 pass
         if self.process is not None:
             self.process.wait(10)
+        # a killed process needs a moment to exit (a big one frees its memory first): wait, bounded
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
         return pids
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
