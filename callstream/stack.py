@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from callstream import dashboard, query_server
@@ -45,7 +44,7 @@ from core.credentials import (
 )
 from core.data_lock import hold_data_dir
 from core.errors import ConfigError
-from core.kafka import ensure_topics, kafka_error
+from core.kafka import ensure_topics
 from core.processes import spawn, stop_orphans, stop_process, wait_for_port
 from core.settings import Settings
 from schemas.migrate import apply_migrations
@@ -156,25 +155,6 @@ def _loopback(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-BROKER_READY_S = 30.0
-
-
-async def _ensure_topics_when_ready(settings: Settings, timeout_s: float) -> None:
-    """Create the topics once the broker answers: a durable broker that just started may accept
-    connections before its object store serves it. Past ``timeout_s`` the broker is reported unavailable."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            await ensure_topics(settings)
-            return
-        except (KafkaError, OSError, TimeoutError) as exc:
-            error = kafka_error(exc, f"create the topics on {settings.kafka_bootstrap}")
-            if not error.retriable or time.monotonic() >= deadline:
-                raise error from exc
-            log.info("broker not ready yet (%s); retrying", exc)
-            await asyncio.sleep(0.5)
-
-
 async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, creds_note: str) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -190,9 +170,10 @@ async def run_stack(settings: Settings, *, dev_key: tuple[str, str] | None, cred
     try:
         if not settings.kafka_bootstrap:
             broker = EmbeddedKafka(settings)
-            await broker.start()
+            await broker.start()  # returns once the broker serves, its topics created
             settings = broker.settings  # with the embedded broker's address
-        await _ensure_topics_when_ready(settings, BROKER_READY_S)
+        else:
+            await ensure_topics(settings)
         client = await asyncio.to_thread(store.connect, settings)
         await asyncio.to_thread(apply_migrations, settings, client)
 

@@ -27,8 +27,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from core.broker import DurableStorage, EmbeddedBroker
-from core.errors import ConfigError
-from core.kafka import ensure_topics
+from core.errors import BrokerError, ConfigError
+from core.kafka import ensure_topics, kafka_error
 from core.objectstore import ObjectStore
 from core.processes import port_free, record_children
 from core.settings import Settings
@@ -36,6 +36,23 @@ from core.settings import Settings
 log = logging.getLogger("callstream.stack")
 
 RESTART_ATTEMPTS = 5
+BROKER_SERVES_S = 30.0
+
+
+async def topics_when_served(settings: Settings, timeout_s: float) -> None:
+    """Create the topics once the broker serves requests. A durable broker listens before its object
+    store serves it, so a retriable broker error is retried until ``timeout_s``; then it is raised."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await asyncio.wait_for(ensure_topics(settings), max(deadline - time.monotonic(), 0.1))
+            return
+        except (KafkaError, OSError, TimeoutError) as exc:
+            error = kafka_error(exc, f"create the topics on {settings.kafka_bootstrap}")
+            if not error.retriable or time.monotonic() >= deadline:
+                raise error from exc
+            log.info("the broker does not serve yet (%r); retrying", exc)
+            await asyncio.sleep(0.5)
 
 
 def refuse_taken_ports(settings: Settings, *, embedded_broker: bool) -> None:
@@ -139,6 +156,7 @@ class EmbeddedKafka:
         except TimeoutError:
             raise ConfigError(f"the embedded broker did not listen on {self.bootstrap} within 15s; "
                               f"see {self.settings.data_dir / 'broker.log'}") from None
+        await topics_when_served(self.settings, BROKER_SERVES_S)
 
     def _record(self) -> None:
         record_children(self.settings.data_dir, {**self.pids(), "edge": self.edge_pid})
@@ -208,11 +226,11 @@ class EmbeddedKafka:
                     self.broker.spawn()
                     self._record()
                     await asyncio.to_thread(self.broker.wait_ready, 15)
-                    await asyncio.wait_for(ensure_topics(self.settings), 30)
+                    await topics_when_served(self.settings, BROKER_SERVES_S)
                 log.warning("the %s is back (pid %s); the edge answers 503 until its producer has reconnected",
                             name.replace("_", " "), self.pids()[name])
                 return True
-            except (OSError, TimeoutError, KafkaError, ConfigError) as exc:
+            except (OSError, TimeoutError, KafkaError, BrokerError, ConfigError) as exc:
                 log.error("restarting the %s failed (attempt %d of %d): %r", name.replace("_", " "), attempt,
                           RESTART_ATTEMPTS, exc)
                 if name == "object_store" and self.store is not None:
