@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from consumers.decode import Notification, decode_envelope
 from consumers.dedupe import RecentKeys, assign_keys, conflict_row, unique_cdrs, unique_in_batch
-from consumers.enrich import Enriched, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, enrich_rows
 from consumers.normalise import Failure, Normalised, normalise_body, parse_body
 from consumers.protect import protect_numbers
 from consumers.republish import Message, messages
@@ -179,12 +179,7 @@ def _rows(
         yield
     began = clock()
     note = Enriched(unknown_codes=notes.unknown_codes)
-    for row in out.cdrs:
-        enrich_cdr(row, note)
-    for row in out.events:
-        enrich_event(row, note)
-    for row in out.statuses:
-        enrich_status(row, note)
+    enrich_rows(out.cdrs, out.events, out.statuses, note)
     notes.inconsistent_timestamps += note.inconsistent_timestamps
     lap("enrich", began)
     yield

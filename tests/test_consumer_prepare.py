@@ -13,7 +13,7 @@ import pytest
 
 from consumers.decode import Notification
 from consumers.dedupe import assign_keys
-from consumers.enrich import Enriched, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, enrich_rows
 from consumers.normalise import Normalised, normalise_one
 from consumers.prepare import ROW_TABLES, State, prepare_notifications
 from consumers.protect import protect_numbers
@@ -33,12 +33,7 @@ def reference(notifications: list[Notification], settings: Settings) -> tuple[di
         except NormaliseError:
             pass
     note = Enriched()
-    for row in out.cdrs:
-        enrich_cdr(row, note)
-    for row in out.events:
-        enrich_event(row, note)
-    for row in out.statuses:
-        enrich_status(row, note)
+    enrich_rows(out.cdrs, out.events, out.statuses, note)
     tables: dict[str, list[Any]] = {}
     records: dict[str, Any] = {}
     for table, rows in zip(ROW_TABLES, (out.cdrs, out.events, out.statuses), strict=True):

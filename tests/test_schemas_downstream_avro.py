@@ -12,7 +12,7 @@ import pytest
 
 from consumers.decode import Notification
 from consumers.dedupe import assign_keys
-from consumers.enrich import Enriched, enrich_cdr, enrich_event, enrich_status
+from consumers.enrich import Enriched, enrich_rows
 from consumers.normalise import normalise
 from consumers.republish import ROUTES, to_message
 from schemas.avro_codec import AVRO_DIR, decode
@@ -26,12 +26,7 @@ def enriched_rows() -> dict[str, list[dict[str, Any]]]:
                        "/", "", "k", p.read_bytes()) for p in sample_paths()]
     out = normalise(ns)
     note = Enriched()
-    for r in out.cdrs:
-        enrich_cdr(r, note)
-    for r in out.events:
-        enrich_event(r, note)
-    for r in out.statuses:
-        enrich_status(r, note)
+    enrich_rows(out.cdrs, out.events, out.statuses, note)
     tables = {"cdrs": out.cdrs, "call_events": out.events, "number_status": out.statuses}
     for table, rows in tables.items():
         assign_keys(table, rows)
