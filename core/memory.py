@@ -1,6 +1,7 @@
-"""How a long-running callstream process (the edge, the consumer) lets Python's garbage collector work.
+"""How the consumer lets Python's garbage collector work (the edge sets its own, measured thresholds
+in ingest/server.py and freezes its start-up objects in its lifespan).
 
-Both allocate many short-lived objects that form no cycles (requests, row dicts); CPython's default
+The consumer allocates many short-lived objects that form no cycles (row dicts); CPython's default
 collects the young generation every 700 allocations and, now and then, walks every object alive
 (modules, settings, caches). ``collect_less`` moves what is alive at start-up into the permanent
 generation (``gc.freeze``) and collects the young generation less often. The consumer's prepare step
