@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
 
 from bench._memory import RssSampler  # noqa: E402
 from core.broker import EmbeddedBroker  # noqa: E402
@@ -238,7 +239,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
 
 
 STAGE_ORDER = ("fetch", "decode", "parse", "normalise", "enrich", "keys", "dedupe", "protect", "encode",
-               "lookup", "publish", "insert", "quarantine", "commit")
+               "lookup", "publish", "insert", "quarantine", "commit", "wait")
 
 
 def run(quick: bool, before_tree: Path | None = None) -> dict[str, Any]:
@@ -305,9 +306,17 @@ def _git_ref(tree: Path | None) -> str:
     return stamp.read_text().strip() if stamp is not None and stamp.exists() else str(tree)
 
 
+def _settings_json(settings: Settings) -> str:
+    """The settings for a child process, secrets in clear (``model_dump_json`` writes them masked)."""
+    data = settings.model_dump(mode="json")
+    data.update({name: value.get_secret_value() for name in data
+                 if isinstance(value := getattr(settings, name), SecretStr)})
+    return json.dumps(data)
+
+
 def _child(settings: Settings, rows: int, quick: bool, tree: Path | None = None) -> dict[str, Any]:
     script = str(tree / "bench" / "consumer.py") if tree is not None else __file__
-    cmd = [sys.executable, script, "--child", settings.model_dump_json(), str(rows),
+    cmd = [sys.executable, script, "--child", _settings_json(settings), str(rows),
            str(200 if quick else 1000), "500"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tree or ROOT)
     if proc.returncode != 0:

@@ -1,5 +1,6 @@
-"""The ClickHouse sink: which keys are already stored, columnar inserts with a deterministic
-``insert_deduplication_token``, and the ONE place that maps driver exceptions to callstream errors.
+"""The ClickHouse sink: which keys are already stored, columnar inserts (Arrow blocks, see
+``consumers.arrow_block``) with a deterministic ``insert_deduplication_token``, and the ONE place that
+maps driver exceptions to callstream errors.
 
 All calls are blocking; the runner calls them through ``asyncio.to_thread``. Every client call runs
 inside ``store.locked(client)`` because the embedded engine is shared by the whole process.
@@ -12,10 +13,12 @@ from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
+import pyarrow as pa
 from clickhouse_connect.driver import options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error, OperationalError
 
+from consumers.arrow_block import arrow_schema, arrow_stream
 from consumers.dedupe import NumberState, insert_token
 from core import store
 from core.errors import StoreError, StoreFailed, StoreRejected, StoreUnavailable
@@ -75,31 +78,34 @@ def without_dataframes() -> None:
 class ClickHouseSink:
     """Writes row dicts to ``<db>.<table>``; the table's own columns decide what is sent."""
 
-    def __init__(self, client: Client, database: str) -> None:
+    def __init__(self, client: Client, database: str, *, arrow: bool = True) -> None:
         without_dataframes()
         self.client = client
         self.database = database
+        self.arrow = arrow  # insert Arrow blocks where every column type maps (else clickhouse-connect's Native)
         self._columns: dict[str, list[str]] = {}
+        self._schemas: dict[str, pa.Schema | None] = {}
 
     def columns(self, table: str) -> list[str]:
         """Columns without a DEFAULT expression (those are filled by ClickHouse, e.g. loaded_at)."""
         cols = self._columns.get(table)
         if cols is None:
-            def describe() -> list[str]:
+            def describe() -> list[tuple[str, str]]:
                 with store.locked(self.client):
                     result = self.client.query(
-                        "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+                        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
                         "AND default_kind = '' ORDER BY position",
                         parameters={"db": self.database, "t": table},
                     )
-                return [str(r[0]) for r in result.result_rows]
-            cols = _guard(describe)
-            if not cols:
+                return [(str(r[0]), str(r[1])) for r in result.result_rows]
+            typed = _guard(describe)
+            if not typed:
                 raise StoreUnavailable(
                     f"table {self.database}.{table} does not exist: run `callstream migrate` (or start the "
                     "consumer without --no-migrate)"
                 )
-            self._columns[table] = cols
+            cols = self._columns[table] = [name for name, _ in typed]
+            self._schemas[table] = arrow_schema(typed)
         return cols
 
     def existing_keys(self, table: str, keys: Iterable[int], chunk: int = 20_000) -> set[int]:
@@ -202,13 +208,23 @@ class ClickHouseSink:
         except TypeError as exc:  # a row that is not a mapping
             raise StoreRejected(f"row for {table} is not a mapping of columns: {exc}") from exc
         token = token or insert_token(table, rows)
+        settings = {"insert_deduplication_token": token}
+        schema = self._schemas.get(table) if self.arrow else None
+        if schema is not None:
+            try:
+                block = arrow_stream(schema, data)  # the values converted in C++, not one by one in Python
+            except (pa.ArrowException, *_DATA_ERRORS) as exc:
+                raise StoreRejected(f"rows could not be encoded for ClickHouse ({table}): {exc}") from exc
 
-        def run() -> None:
-            with store.locked(self.client):
-                self.client.insert(
-                    f"{self.database}.{table}", data, column_names=cols, column_oriented=True,
-                    settings={"insert_deduplication_token": token},
-                )
+            def run() -> None:
+                with store.locked(self.client):
+                    self.client.raw_insert(f"{self.database}.{table}", cols, block, settings=settings,
+                                           fmt="ArrowStream")
+        else:
+            def run() -> None:
+                with store.locked(self.client):
+                    self.client.insert(f"{self.database}.{table}", data, column_names=cols, column_oriented=True,
+                                       settings=settings)
         _guard(run)
         return len(rows)
 

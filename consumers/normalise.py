@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from consumers.decode import Notification
+from consumers.numbers import RAW_DOC
 from consumers.times import parse_int, parse_time_ms
 from core.errors import NormaliseError
 
@@ -190,6 +191,7 @@ def _cdr(n: Notification, index: int, record: dict[str, Any], invalid: list[str]
         row["app_key"] = n.app_key
     row["extra"] = _dumps(extra) if extra else "{}"
     row["raw"] = _dumps(record)
+    row[RAW_DOC] = record  # protect_record uses it instead of parsing raw again
     return row
 
 
@@ -201,6 +203,7 @@ def _event(n: Notification, event_type: str, info: dict[str, Any], invalid: list
     row["event_type"] = event_type
     row["extra"] = _dumps(extra) if extra else "{}"
     row["raw"] = _dumps(info)
+    row[RAW_DOC] = info
     return row
 
 
@@ -213,6 +216,7 @@ def _status(n: Notification, index: int, record: dict[str, Any], invalid: list[s
     row["app_key"] = n.app_key
     row["extra"] = _dumps(extra) if extra else "{}"
     row["raw"] = _dumps(record)
+    row[RAW_DOC] = record  # protect_record uses it instead of parsing raw again
     return row
 
 

@@ -20,7 +20,6 @@ hashed (``h:…``) or masked (``*``) value is left as it is, so replaying a prot
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import re
 from collections.abc import Callable
@@ -139,8 +138,7 @@ def keyed_hash(value: str, pepper: bytes) -> str:
         raise ConfigError(
             "number hashing needs a pepper: set CALLSTREAM_NUMBER_PEPPER or CALLSTREAM_NUMBER_PEPPER_FILE"
         )
-    digest = hmac.new(pepper, value.strip().encode("utf-8"), hashlib.sha256).digest()
-    return HASH_PREFIX + digest[:16].hex()
+    return HASH_PREFIX + hmac.digest(pepper, value.strip().encode("utf-8"), "sha256")[:16].hex()
 
 
 @dataclass(frozen=True)
@@ -278,6 +276,9 @@ def _json_x_numbers(node: Any, found: set[str]) -> None:
                     push(child)
 
 
+RAW_DOC = "_raw_doc"  # a row's parsed ``raw`` document, while it is being prepared (never stored)
+_UNPARSED: Any = object()
+
 # Text this policy could touch: a known JSON key or an embedded number (one scan instead of fifteen).
 _TOUCHABLE_RE = re.compile("|".join([*(re.escape(key) for key in _JSON_NEEDLES), _EMBEDDED_RE.pattern]))
 
@@ -327,17 +328,21 @@ class _Protector:
             return [self.json_node(child) for child in node]
         return node
 
-    def text(self, text: str) -> str:
-        """Rewrite a JSON document; text that is not JSON gets its embedded numbers protected."""
+    def text(self, text: str, doc: Any = _UNPARSED) -> str:
+        """Rewrite a JSON document; text that is not JSON gets its embedded numbers protected. ``doc`` is
+        the document ``text`` is the key-sorted JSON of, when the caller has it (saves parsing it again)."""
         if not text or not _TOUCHABLE_RE.search(text):
             return text  # e.g. extra == "{}": nothing this policy could touch
-        try:
-            doc = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return self.embedded(text)
+        option = orjson.OPT_SORT_KEYS
+        if doc is _UNPARSED:
+            try:
+                doc = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return self.embedded(text)
+            option = 0  # keep the text's own key order
         _json_x_numbers(doc, self.xs)
         new = self.json_node(doc)
-        return text if new == doc else orjson.dumps(new).decode("utf-8")  # untouched text keeps its bytes
+        return text if new == doc else orjson.dumps(new, option=option).decode("utf-8")  # untouched: same bytes
 
 
 def protect_session_id(session_id: str, policy: Policy) -> str:
@@ -345,14 +350,19 @@ def protect_session_id(session_id: str, policy: Policy) -> str:
     return _Protector(policy, set()).embedded(session_id)
 
 
-def protect_record(kind: str, record: dict[str, Any], policy: Policy) -> dict[str, Any]:
-    """A copy of ``record`` (one row of table ``kind``) with numbers, raw JSON and URLs protected."""
-    if policy.inert:
+def protect_record(kind: str, record: dict[str, Any], policy: Policy, *, copy: bool = True) -> dict[str, Any]:
+    """A copy of ``record`` (one row of table ``kind``; the row itself when not ``copy``) with numbers,
+    raw JSON and URLs protected. A row may carry the parsed document of its ``raw`` under ``RAW_DOC``
+    (the normaliser leaves it there): it is used instead of parsing ``raw``, and removed."""
+    if policy.inert and RAW_DOC not in record:
         return record
-    protector = _Protector(policy, x_numbers(kind, record))
-    out = dict(record)
-    for column in _HANDLED_COLUMNS.intersection(record):
-        value = record[column]
+    out = dict(record) if copy else record
+    raw_doc = out.pop(RAW_DOC, _UNPARSED)
+    if policy.inert:
+        return out
+    protector = _Protector(policy, x_numbers(kind, out))
+    for column in _HANDLED_COLUMNS.intersection(out):
+        value = out[column]
         handling = _COLUMN_HANDLING[column]
         if handling is _URL:
             if not policy.publish_recording_urls and value:
@@ -364,7 +374,7 @@ def protect_record(kind: str, record: dict[str, Any], policy: Policy) -> dict[st
             if isinstance(value, str):
                 out[column] = protector.embedded(value)
         elif isinstance(value, str):  # JSON
-            out[column] = protector.text(value)
+            out[column] = protector.text(value, raw_doc) if column == "raw" else protector.text(value)
         else:
             out[column] = _rewrite(value, protector.text)
     return out

@@ -246,7 +246,8 @@ class Pipeline:
         sink = self.sink
         statuses = batch.tables["number_status"]
         if statuses and not batch.resolved:
-            exclude = [n.id for n in batch.notifications]  # as if this batch had not been stored before
+            # as if this batch had not been stored before: only its pushes with status rows can have stored some
+            exclude = sorted({r["notification_id"] for r in statuses})
             latest = await asyncio.to_thread(sink.latest_number_states, [r["number"] for r in statuses], exclude)
             kept = status_transition_keys(statuses, latest)
             if len(kept) < len(statuses):

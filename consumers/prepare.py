@@ -206,7 +206,7 @@ def _rows(
         for start in range(0, len(rows), _STEP):
             began = clock()
             for i in range(start, min(start + _STEP, len(rows))):
-                rows[i] = protect_numbers(rows[i], settings)  # ... stored/published protected
+                protect_numbers(rows[i], settings, copy=False)  # ... stored/published protected
             lap("protect", began)
             yield
         tables[table] = rows

@@ -17,16 +17,16 @@ NUMBER_COLUMNS = (
 )
 
 
-def protect_numbers(record: dict[str, Any], settings: Settings, kind: str = "") -> dict[str, Any]:
-    """A copy of ``record`` (a row of table ``kind``) with numbers, raw JSON and recording URLs protected
-    per ``settings.number_protection`` (rules in ``consumers/numbers.py``)."""
+def protect_numbers(record: dict[str, Any], settings: Settings, kind: str = "", *, copy: bool = True) -> dict[str, Any]:
+    """A copy of ``record`` (a row of table ``kind``; the row itself when not ``copy``) with numbers, raw
+    JSON and recording URLs protected per ``settings.number_protection`` (rules in ``consumers/numbers.py``)."""
     cached = _last_policy
     if cached is not None and cached[0] is settings:
         policy = cached[1]
     else:
         policy = policy_from_settings(settings)
         _remember(settings, policy)
-    return protect_record(kind, record, policy)
+    return protect_record(kind, record, policy, copy=copy)
 
 
 _last_policy: tuple[Settings, Policy] | None = None  # settings objects are frozen: one lookup per object

@@ -342,8 +342,10 @@ async def _loop(
                 with contextlib.suppress(asyncio.CancelledError):
                     await delivery
                 raise
+        waited = time.perf_counter()
         if not await delivery:
             return  # stopped while the store was down: nothing committed, the batches are redelivered
+        metrics.add_stage_seconds({"wait": time.perf_counter() - waited})  # prepared, waiting for the delivery
         committing = time.perf_counter()
         if not await commit(consumer, batch):
             continue

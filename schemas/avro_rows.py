@@ -10,6 +10,10 @@ so the bytes and the errors are exactly fastavro's.
 
     payload = encode_row("cdr", row)   # == schemas.avro_codec.encode("cdr", row)
     write = row_encoder("cdr", as_text=("dedup_key",))   # the same, with an int dedup_key written as text
+
+The same plan is also written in C (``schemas/_avro_rows.c``, built by setup.py when a compiler is
+there): one call per row, no Python per field. ``row_encoder`` uses it when it is built; the Python
+writer stays the reference (tests compare the bytes of both and fastavro's; bench/avro.py times them).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from functools import cache
 from typing import Any
 
 from schemas.avro_codec import MARKER, encode, encode_long, schema_fingerprint, schema_json
+
+try:
+    from schemas._avro_rows import make_plan, write_row  # built by setup.py when a C compiler is there
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    make_plan = write_row = None
 
 _STR, _INT, _LONG, _NULL_INT, _NULL_LONG, _DATE, _TEXT = range(7)
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -160,10 +169,27 @@ def _compiled(name: str, as_text: frozenset[str]) -> Callable[[dict[str, Any]], 
     return scope["write"]  # type: ignore[no-any-return]
 
 
+def _c_plan(name: str, as_text: frozenset[str]) -> tuple[bytes, tuple[tuple[str, int, int, int], ...]] | None:
+    """(header, (field, kind, lo, hi) ...) for the C writer; None when the schema is not flat."""
+    plan = _plan(name)
+    if plan is None:
+        return None
+    header, fields = plan
+    specs = []
+    for field, kind in fields:
+        lo, hi = (_INT_MIN, _INT_MAX) if kind in (_INT, _NULL_INT, _DATE) else (_LONG_MIN, _LONG_MAX)
+        specs.append((field, _TEXT if field in as_text and kind == _STR else kind, lo, hi))
+    return header, tuple(specs)
+
+
 @cache
-def row_encoder(name: str, as_text: tuple[str, ...] = ()) -> Callable[[dict[str, Any]], bytes]:
+def row_encoder(
+    name: str, as_text: tuple[str, ...] = (), *, compiled: bool = True
+) -> Callable[[dict[str, Any]], bytes]:
     """``row -> encode(name, row)`` for a flat downstream schema; the ``as_text`` fields are written as
-    the decimal text of an int value (e.g. ``dedup_key``, a UInt64 in ClickHouse, a string in Avro)."""
+    the decimal text of an int value (e.g. ``dedup_key``, a UInt64 in ClickHouse, a string in Avro).
+    Uses the C writer (``schemas/_avro_rows.c``) when it is built and ``compiled``, else the Python one;
+    a row either cannot write goes through fastavro."""
     write = _compiled(name, frozenset(as_text))
 
     def slow(row: dict[str, Any]) -> bytes:
@@ -179,7 +205,20 @@ def row_encoder(name: str, as_text: tuple[str, ...] = ()) -> Callable[[dict[str,
         except _Unsupported:
             return slow(row)
 
-    return fast
+    c_plan = _c_plan(name, frozenset(as_text)) if compiled and write_row is not None else None
+    if c_plan is None:
+        return fast
+    plan_c = make_plan(*c_plan)
+    write_c = write_row
+
+    def fastest(row: dict[str, Any]) -> bytes:
+        if type(row) is dict:
+            payload = write_c(plan_c, row)
+            if payload is not None:
+                return payload  # type: ignore[no-any-return]
+        return fast(row)
+
+    return fastest
 
 
 def encode_row(name: str, row: dict[str, Any]) -> bytes:
