@@ -26,8 +26,9 @@ from consumers.downstream import DownstreamProducer
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.normalise import Failure
-from consumers.prepare import Prepared, State, prepare_steps
+from consumers.prepare import Prepared, State, drop_recent, prepare_steps
 from consumers.republish import Message, republish, schema_topics, to_message
+from consumers.worker import PrepareWorker
 from core.settings import Settings
 from schemas.cloudevents import KafkaHeaders
 from schemas.dead_letter import dead_letter
@@ -88,9 +89,10 @@ class Pipeline:
 
     def __init__(
         self, settings: Settings, sink: ClickHouseSink, producer: DownstreamProducer | None,
-        metrics: ConsumerMetrics, serializer: Serializer | None = None,
+        metrics: ConsumerMetrics, serializer: Serializer | None = None, worker: PrepareWorker | None = None,
     ) -> None:
         self.settings = settings
+        self.worker = worker  # prepare_async runs prepare there (without a schema registry to read from)
         self.sink = sink
         self.producer = producer
         self.metrics = metrics
@@ -125,8 +127,13 @@ class Pipeline:
                 return done.value  # type: ignore[no-any-return]
 
     async def prepare_async(self, records: list[ConsumerRecord]) -> Batch:
-        """``prepare``, giving the event loop a turn every few hundred records so that the previous
-        batch's delivery (Kafka acks, the ClickHouse insert thread) proceeds meanwhile."""
+        """``prepare``, while the previous batch's delivery (Kafka acks, the ClickHouse insert thread)
+        proceeds: in the worker process when there is one, else here, giving the event loop a turn every
+        few hundred records."""
+        if self.worker is not None and self.serializer.registry is None:
+            prepared = await self.worker.prepare(records, encode=self._encode)
+            drop_recent(prepared, self.state)
+            return self._noted(records, prepared)
         steps = self._prepare(records)
         while True:
             try:
@@ -135,10 +142,17 @@ class Pipeline:
                 return done.value  # type: ignore[no-any-return]
             await asyncio.sleep(0)
 
+    @property
+    def _encode(self) -> bool:
+        return self.producer is not None and self.settings.republish
+
     def _prepare(self, records: list[ConsumerRecord]) -> Generator[None, None, Batch]:
-        encode = self.producer is not None and self.settings.republish
         prepared = yield from prepare_steps(records, self.settings, self.state, serializer=self.serializer,
-                                            encode=encode)
+                                            encode=self._encode)
+        return self._noted(records, prepared)
+
+    def _noted(self, records: list[ConsumerRecord], prepared: Prepared) -> Batch:
+        """Count what the batch noticed; the batch to deliver."""
         m = self.metrics
         m.received.inc(len(records))
         notes = prepared.notes

@@ -220,3 +220,18 @@ def _rows(
                 yield
             prepared.messages[table] = encoded
 
+
+
+def drop_recent(prepared: Prepared, state: State) -> None:
+    """The recent-key step of a batch prepared without this process's ``State`` (by a
+    ``consumers.worker.PrepareWorker``): drop the rows whose key this process loaded recently."""
+    for table in ("cdrs", "call_events"):  # a status repeats a state legitimately: see Pipeline._resolve
+        rows, known = state.recent.split(table, prepared.tables.get(table, []))
+        if not known:
+            continue
+        prepared.tables[table] = rows
+        encoded = prepared.messages.get(table)
+        if encoded:
+            kept = {row["dedup_key"] for row in rows}
+            prepared.messages[table] = {key: message for key, message in encoded.items() if key in kept}
+        prepared.notes.duplicates += known

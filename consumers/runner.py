@@ -29,6 +29,7 @@ from consumers.downstream import DownstreamProducer
 from consumers.load import ClickHouseSink, without_dataframes
 from consumers.metrics import ConsumerMetrics, update_lag
 from consumers.pipeline import Batch, Pipeline
+from consumers.worker import PrepareWorker
 from core import memory, store
 from core.errors import CallstreamError, StoreError
 from core.kafka import consumer_kwargs, ensure_topics
@@ -275,8 +276,11 @@ async def run_consumer(
     log_reset = LogResetGuard(metrics, broker_lost=broker_lost)
     log_reset.consumer = consumer
     consumer.subscribe([settings.raw_topic], listener=log_reset)
-    pipeline = Pipeline(settings, sink, producer, metrics)
+    worker = PrepareWorker(settings) if settings.prepare_worker else None
+    pipeline = Pipeline(settings, sink, producer, metrics, worker=worker)
     try:
+        if worker is not None:
+            await worker.start()
         await producer.start()
         try:
             await pipeline.register_schemas()
@@ -293,6 +297,8 @@ async def run_consumer(
     finally:
         await producer.stop()
         pipeline.serializer.close()
+        if worker is not None:
+            await asyncio.to_thread(worker.close)
         if http_server is not None:
             http_server.shutdown()
 
@@ -325,7 +331,7 @@ async def _loop(
             if records and await fetch_schemas_with_retry(
                     pipeline, records, consumer, stop, settings.load_retry_max_backoff_s):
                 started = time.perf_counter()
-                pending = (pipeline.prepare(records), started)
+                pending = (await pipeline.prepare_async(records), started)
             continue
         batch, started = pending
         pending = None

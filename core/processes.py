@@ -81,6 +81,15 @@ def stop_process(
         return False
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Make the kernel kill this process (SIGKILL) when its parent dies, even by ``kill -9``; exit now if
+    the parent ``parent_pid`` is already gone. For children started by ``multiprocessing``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def _die_with(parent_pid: int) -> Callable[[], None]:
     def preexec() -> None:  # runs in the child between fork and exec
         libc = ctypes.CDLL(None, use_errno=True)

@@ -174,6 +174,7 @@ class Settings(BaseSettings):
     dedup_cache_bytes: int = 8 * 1024 * 1024  # the recent-key cache's memory (16 bytes a key)
     republish: bool = True
     consumer_metrics_port: int = 9108
+    prepare_worker: bool = True  # prepare batches in a child process (consumers/worker.py), on a core of its own
 
     # --- query endpoint (embedded store) ------------------------------------------------------
     query_host: str = "127.0.0.1"

@@ -28,7 +28,7 @@ from schemas.avro_codec import MARKER, encode, encode_long, schema_fingerprint, 
 try:
     from schemas._avro_rows import make_plan, write_row  # built by setup.py when a C compiler is there
 except ImportError:  # pragma: no cover - exercised where the extension is not built
-    make_plan = write_row = None
+    make_plan = write_row = None  # type: ignore[assignment]
 
 _STR, _INT, _LONG, _NULL_INT, _NULL_LONG, _DATE, _TEXT = range(7)
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
