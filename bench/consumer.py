@@ -193,6 +193,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     task = asyncio.create_task(run_consumer(settings, stop, registry=registry, ready=ready))
     await asyncio.wait_for(ready.wait(), 60)
     started = time.perf_counter()
+    cpu_before = _cpu_seconds()
     sampler = RssSampler(store.connect(settings))  # its own thread: it waits for the store, not the loop
     sampler.start()
     while loaded() < expected_rows:
@@ -200,8 +201,10 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
             task.result()
         await asyncio.sleep(0.05)  # reading the registry costs the measured process CPU: not too often
     elapsed = time.perf_counter() - started
+    cpu_after = _cpu_seconds()
     split = sampler.finish()
     drained = loaded()
+    worker_hwm = max((_status_mb(pid, "VmHWM:") for pid in _children()), default=0.0)
     stages = {}
     for metric in registry.collect():
         if metric.name == "callstream_consumer_stage_seconds":
@@ -235,7 +238,51 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
         "rss_before_engine_mb": round(python_only_mb, 1),
         "engine_open_mb": round(engine_floor_mb - python_only_mb, 1),
         "cdrs": store.query_rows(client, f"SELECT count() FROM {db}.cdrs")[0][0],
+        "cpu_us_per_row": {name: round((cpu_after[name] - cpu_before[name]) / drained * 1e6, 1) for name in cpu_after},
+        "prepare_worker_rss_peak_mb": round(worker_hwm, 1),
     }
+
+
+def _children() -> list[int]:
+    """This process's child processes (the prepare worker, multiprocessing's resource tracker)."""
+    import os
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                found.append(int(entry.name))
+    return found
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process (chDB's threads included) and by its children."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    children = 0.0
+    for pid in _children():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children += (int(fields[11]) + int(fields[12])) / tick
+    own = os.times()
+    return {"consumer_process": own.user + own.system, "prepare_worker": children}
+
+
+def _status_mb(pid: int, field: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 STAGE_ORDER = ("fetch", "decode", "parse", "normalise", "enrich", "keys", "dedupe", "protect", "encode",
@@ -385,6 +432,9 @@ def main() -> int:
     print("  baseline  " + "  ".join(f"{k} {v:g}" for k, v in base_stages.items()))
     print(f"peak RSS split: embedded engine {report['rss_split_peak_mb']['embedded_engine']} MB, "
           f"Python {report['rss_split_peak_mb']['python']} MB")
+    cpu = report["callstream"].get("cpu_us_per_row", {})
+    print("CPU us per row  " + "  ".join(f"{k} {v:g}" for k, v in cpu.items())
+          + f"   prepare worker peak RSS {report['callstream'].get('prepare_worker_rss_peak_mb', 0)} MB")
     print(f"targets: {report['targets']}")
     same = report.get("before_same_run")
     if same:

@@ -142,8 +142,10 @@ def consumer_kwargs(settings: Settings, *, group_id: str | None = None, client_i
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": settings.batch_max_events,
-        "fetch_max_bytes": 64 * 1024 * 1024,
-        "max_partition_fetch_bytes": 16 * 1024 * 1024,
+        # what aiokafka prefetches is held in memory: a few batches' worth, not 16 MB a partition (a broker
+        # still returns a record batch larger than these limits whole)
+        "fetch_max_bytes": 16 * 1024 * 1024,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "isolation_level": "read_uncommitted",
     }
     kwargs.update(_aiokafka_security(settings))
