@@ -8,7 +8,8 @@ Paths measured (the baseline is what the code does without its fast path, i.e. f
   raw_envelope read   schemas.avro_envelope.read_raw_envelope    vs  fastavro.schemaless_reader into the same
                       tuple (received_at read as a plain long, so fastavro builds no datetime either)
   <schema> rows       schemas.avro_rows.row_encoder(<schema>, as_text=("dedup_key",))  vs  avro_codec.encode
-                      with the int dedup_key turned to text first (cdr, call_event, number_status)
+                      with the int dedup_key turned to text first (cdr, call_event, number_status): the C
+                      writer (schemas/_avro_rows.c) when it is built, and ``_python`` its Python writer
 Inputs are realistic: envelopes of the shipped sample pushes, rows whose coded fields repeat and whose keys
 do not. Each figure is the best of ``--repeats`` interleaved rounds (fast, then baseline), in ns per record;
 ``speedup`` = baseline / fast. Every fast result is checked byte for byte (or field for field) against
@@ -39,6 +40,7 @@ import fastavro  # noqa: E402
 
 from schemas.avro_codec import decode, encode, schema_json  # noqa: E402
 from schemas.avro_envelope import encode_raw_envelope, read_raw_envelope  # noqa: E402
+from schemas import avro_rows  # noqa: E402
 from schemas.avro_rows import row_encoder  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "avro.json"
@@ -151,14 +153,18 @@ def run(records: int, repeats: int, seed: int = 7) -> dict[str, Any]:
         def baseline(row: dict[str, Any], schema: str = schema) -> bytes:
             return encode(schema, {**row, "dedup_key": str(row["dedup_key"])})
 
+        python_writer = row_encoder(schema, as_text=("dedup_key",), compiled=False)
         assert [fast(r) for r in batch] == [baseline(r) for r in batch], f"{schema} bytes differ from fastavro"
-        results[f"{schema}_rows_write"] = compare(fast, baseline, batch, repeats)
+        assert [python_writer(r) for r in batch] == [baseline(r) for r in batch], f"{schema} Python writer differs"
+        results[f"{schema}_rows_write"] = compare(fast, baseline, batch, repeats)  # the C writer when built
+        results[f"{schema}_rows_write_python"] = compare(python_writer, baseline, batch, repeats)
 
     return {
         "paths": results,
         "all_faster": all(r["speedup"] > 1.0 for r in results.values()),
         "setup": {
             "records": records, "repeats": repeats, "fastavro": fastavro.__version__,
+            "c_writer_built": avro_rows.write_row is not None,
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "loadavg_before": load_before, "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
