@@ -193,7 +193,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     task = asyncio.create_task(run_consumer(settings, stop, registry=registry, ready=ready))
     await asyncio.wait_for(ready.wait(), 60)
     started = time.perf_counter()
-    cpu_before = _cpu_seconds()
+    cpu_before, threads_before = _cpu_seconds(), _thread_cpu_seconds()
     sampler = RssSampler(store.connect(settings))  # its own thread: it waits for the store, not the loop
     sampler.start()
     while loaded() < expected_rows:
@@ -201,7 +201,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
             task.result()
         await asyncio.sleep(0.05)  # reading the registry costs the measured process CPU: not too often
     elapsed = time.perf_counter() - started
-    cpu_after = _cpu_seconds()
+    cpu_after, threads_after = _cpu_seconds(), _thread_cpu_seconds()
     split = sampler.finish()
     drained = loaded()
     worker_hwm = max((_status_mb(pid, "VmHWM:") for pid in _children()), default=0.0)
@@ -240,6 +240,10 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
         "cdrs": store.query_rows(client, f"SELECT count() FROM {db}.cdrs")[0][0],
         "cpu_us_per_row": {name: round((cpu_after[name] - cpu_before[name]) / drained * 1e6, 1) for name in cpu_after},
         "prepare_worker_rss_peak_mb": round(worker_hwm, 1),
+        "consumer_threads_cpu_us_per_row": dict(sorted(
+            ((name, round((cpu - threads_before.get(name, 0.0)) / drained * 1e6, 1))
+             for name, cpu in threads_after.items() if cpu - threads_before.get(name, 0.0) > 0.01),
+            key=lambda kv: -kv[1])),
     }
 
 
@@ -273,6 +277,24 @@ def _cpu_seconds() -> dict[str, float]:
         children += (int(fields[11]) + int(fields[12])) / tick
     own = os.times()
     return {"consumer_process": own.user + own.system, "prepare_worker": children}
+
+
+def _thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this process's threads by thread name (chDB names its pools; Python threads show
+    as the interpreter's name unless named)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return found
 
 
 def _status_mb(pid: int, field: str) -> float:
@@ -435,6 +457,8 @@ def main() -> int:
     cpu = report["callstream"].get("cpu_us_per_row", {})
     print("CPU us per row  " + "  ".join(f"{k} {v:g}" for k, v in cpu.items())
           + f"   prepare worker peak RSS {report['callstream'].get('prepare_worker_rss_peak_mb', 0)} MB")
+    threads = report["callstream"].get("consumer_threads_cpu_us_per_row", {})
+    print("  consumer threads  " + "  ".join(f"{k} {v:g}" for k, v in threads.items()))
     print(f"targets: {report['targets']}")
     same = report.get("before_same_run")
     if same:
