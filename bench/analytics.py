@@ -50,24 +50,29 @@ ROLLUPS = ("rollup_hourly", "rollup_by_number", "rollup_by_binding", "rollup_fai
 
 # One row per generated CDR. {n0}: first number of the chunk, {seed}, {days}, {apps}. Outcomes follow a
 # production-like mix: 62 % answered, then busy / no answer / rejected / unreachable / network failure.
-_GENERATE = """
-INSERT INTO {db}.cdrs (dedup_key, notification_id, record_index, service, received_at, app_key, sp_id, icid,
-    session_id, direction, bind_num, subscription_id, caller_num, callee_num, fwd_display_num, fwd_dst_num,
-    call_in_time, fwd_start_time, fwd_alerting_time, fwd_answer_time, call_end_time, fail_time,
-    fwd_unasw_rsn, fwd_unasw_rsn_desc, fwd_unasw_rsn_class, ul_fail_reason, ul_fail_reason_desc, sip_status_code,
-    sip_status_code_desc, failure_category, failure_reason, failure_source, refused, pdd_ms, record_flag, service_type_code, service_type, host_name,
-    mpty_id, answered, talk_seconds, ring_seconds, setup_seconds, call_start_time, call_time, has_recording,
-    extra, raw)
-SELECT
-    dedup_key, notification_id, record_index, service, received_at, app_key, 'CaaS_Sim_01', icid, session_id,
-    if(privacy, 1, 0), bind_num, subscription_id, caller_num, callee_num, bind_num, fwd_dst_num,
-    if(privacy, start, NULL), start, if(no_alert, NULL, alerting), answer, end_time, if(answered, NULL, end_time),
-    q850, q850_desc, category, if(answered, 0, 8000 + q850), q850_desc, if(answered, 0, sip), '',
-    category, if(answered, '', q850_desc), if(answered, '', 'q850'), toUInt8(NOT answered AND cityHash64(n, 'refused') % 20 = 0),
-    if(no_alert, toUInt32(4000), toUInt32(setup * 1000)), toUInt8(recorded), if(privacy, '003', '002'),
-    if(privacy, 'privacy', 'callback'), 'callenabler246.huaweicaas.com', subscription_id, toUInt8(answered),
-    talk, ring, setup, start, start, toUInt8(recorded), '{{}}',
-    concat('{{', arrayStringConcat(arrayFilter(x -> x != '', [
+# Every column the generator writes, as (column, expression over the inner SELECT below). Only the
+# stored columns of cdrs are sent: the ALIAS columns of 0012_storage (icid, numbers, binding ids) are
+# read from raw, which carries them.
+_COLUMNS: list[tuple[str, str]] = [
+    ("dedup_key", "dedup_key"), ("notification_id", "notification_id"), ("record_index", "record_index"),
+    ("service", "service"), ("received_at", "received_at"), ("app_key", "app_key"), ("sp_id", "'CaaS_Sim_01'"),
+    ("icid", "icid"), ("session_id", "session_id"), ("direction", "if(privacy, 1, 0)"), ("bind_num", "bind_num"),
+    ("subscription_id", "subscription_id"), ("caller_num", "caller_num"), ("callee_num", "callee_num"),
+    ("fwd_display_num", "bind_num"), ("fwd_dst_num", "fwd_dst_num"), ("call_in_time", "if(privacy, start, NULL)"),
+    ("fwd_start_time", "start"), ("fwd_alerting_time", "if(no_alert, NULL, alerting)"),
+    ("fwd_answer_time", "answer"), ("call_end_time", "end_time"), ("fail_time", "if(answered, NULL, end_time)"),
+    ("fwd_unasw_rsn", "q850"), ("fwd_unasw_rsn_desc", "q850_desc"), ("fwd_unasw_rsn_class", "category"),
+    ("ul_fail_reason", "if(answered, 0, 8000 + q850)"), ("ul_fail_reason_desc", "q850_desc"),
+    ("sip_status_code", "if(answered, 0, sip)"), ("sip_status_code_desc", "''"), ("failure_category", "category"),
+    ("failure_reason", "if(answered, '', q850_desc)"), ("failure_source", "if(answered, '', 'q850')"),
+    ("refused", "toUInt8(NOT answered AND cityHash64(n, 'refused') % 20 = 0)"),
+    ("pdd_ms", "if(no_alert, toUInt32(4000), toUInt32(setup * 1000))"), ("record_flag", "toUInt8(recorded)"),
+    ("service_type_code", "if(privacy, '003', '002')"), ("service_type", "if(privacy, 'privacy', 'callback')"),
+    ("host_name", "'callenabler246.huaweicaas.com'"), ("mpty_id", "subscription_id"),
+    ("answered", "toUInt8(answered)"), ("talk_seconds", "talk"), ("ring_seconds", "ring"),
+    ("setup_seconds", "setup"), ("call_start_time", "start"), ("call_time", "start"),
+    ("has_recording", "toUInt8(recorded)"), ("extra", "'{{}}'"),
+    ("raw", """concat('{{', arrayStringConcat(arrayFilter(x -> x != '', [
         concat('"appKey":"', app_key, '"'), concat('"bindNum":"', bind_num, '"'),
         concat('"callEndTime":"', formatDateTime(end_time, '%F %T'), '"'),
         if(privacy, concat('"callInTime":"', formatDateTime(start, '%F %T'), '"'), ''),
@@ -82,7 +87,15 @@ SELECT
         concat('"recordFlag":', toString(toUInt8(recorded))), concat('"serviceType":"', if(privacy, '003', '002'), '"'),
         concat('"sessionId":"', session_id, '"'), concat('"sipStatusCode":', toString(if(answered, 0, sip))),
         '"spId":"CaaS_Sim_01"', if(privacy, concat('"subscriptionId":"', subscription_id, '"'), ''),
-        concat('"ulFailReason":', toString(if(answered, 0, 8000 + q850)))]), ','), '}}')
+        concat('"ulFailReason":', toString(if(answered, 0, 8000 + q850)))]), ','), '}}')"""),
+]
+
+# One row per generated CDR. {n0}: first number of the chunk, {seed}, {days}, {apps}. Outcomes follow a
+# production-like mix: 62 % answered, then busy / no answer / rejected / unreachable / network failure.
+_GENERATE = """
+INSERT INTO {db}.cdrs ({columns})
+SELECT
+    {expressions}
 FROM
 (
     SELECT
@@ -92,7 +105,8 @@ FROM
         toUInt16(n % 10) AS record_index,
         cityHash64(n, 'service') % 2 = 1 AS privacy,
         if(privacy, 'privacy', 'voice') AS service,
-        concat('bench-app-', toString(least(cityHash64(n, 'app') % 1000, 999) % {apps})) AS app_key,
+        -- a binding (subscription) belongs to one app: its calls share the app of their binding
+        concat('bench-app-', toString(cityHash64(if(privacy, intDiv(n, 20), n), 'app') % {apps})) AS app_key,
         toDateTime64('{start} 00:00:00', 3, 'UTC')
             + toIntervalMillisecond(intDiv(n * {days} * 86400000, {calls}) + cityHash64(n, 'jitter') % 1000)
             AS start0,
@@ -142,16 +156,28 @@ def first_day(days: int) -> date:
     return datetime.now(UTC).date() - timedelta(days=days + 1)
 
 
+def generate_sql(client: Client, db: str) -> str:
+    """The INSERT ... SELECT template for the stored columns of ``db.cdrs`` (placeholders: db, n0, count,
+    calls, days, apps, seed, start)."""
+    stored = {str(r[0]) for r in store.query_rows(
+        client, "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'cdrs' "
+        "AND default_kind IN ('', 'DEFAULT')", {"db": db})}
+    chosen = [(column, expression) for column, expression in _COLUMNS if column in stored]
+    return (_GENERATE.replace("{columns}", ", ".join(c for c, _ in chosen))
+            .replace("{expressions}", ",\n    ".join(e for _, e in chosen)))
+
+
 def generate(client: Client, db: str, calls: int, *, days: int = 30, apps: int = 8, seed: int = 7,
              chunk: int = CHUNK, progress: bool = False) -> float:
     """Insert ``calls`` generated CDRs into ``db.cdrs`` over ``days`` days ending yesterday (rollups fill
     through their views); returns seconds."""
     began = time.perf_counter()
     start = first_day(days)
+    template = generate_sql(client, db)
     for n0 in range(0, calls, chunk):
         count = min(chunk, calls - n0)
-        sql = _GENERATE.format(db=db, n0=n0, count=count, calls=calls, days=days, apps=apps, seed=seed,
-                               start=start.isoformat())
+        sql = template.format(db=db, n0=n0, count=count, calls=calls, days=days, apps=apps, seed=seed,
+                              start=start.isoformat())
         with store.locked(client):
             client.command(sql, settings={"max_insert_block_size": chunk, "min_insert_block_size_rows": chunk})
         if progress:
