@@ -9,8 +9,8 @@ inserts the rows into a fresh embedded store migrated with schemas/migrate.py. A
 (merged parts, as they settle on a server) it reads compressed/uncompressed bytes per table from
 system.parts and the largest columns from system.columns. Baselines in the same run: the raw JSON bodies
 as received, and the same rows in a second database migrated only up to ``--before-version`` (default: every migration
-before 0010_codecs, LZ4 everywhere), so the "before" column of the codec table is measured, not
-remembered. Writes bench/results/storage.json.
+before 0012_storage; ``--before-version 9`` is the schema before 0010_codecs, LZ4 everywhere), so the
+"before" column of the storage table is measured, not remembered. Writes bench/results/storage.json.
 """
 
 from __future__ import annotations
@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 000 calls (smoke run)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default=None, help="store directory (default: a temporary one)")
-    codecs = next(m.version for m in discover() if m.name == "codecs")
-    parser.add_argument("--before-version", type=int, default=codecs - 1,
-                        help=f"baseline schema: apply migrations up to this number only (default {codecs - 1})")
+    latest = next(m.version for m in discover() if m.name == "storage")
+    parser.add_argument("--before-version", type=int, default=latest - 1,
+                        help=f"baseline schema: apply migrations up to this number only (default {latest - 1}: "
+                             "every migration before 0012_storage)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.quick:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_raw_json_gb_per_million_calls": round(body_bytes / calls * 1e6 / 1e9, 3),
         "setup": {
             "seed": args.seed,
-            "engine": "chDB (embedded ClickHouse), codecs of schemas/clickhouse/0010_codecs.sql, after OPTIMIZE FINAL",
+            "engine": "chDB (embedded ClickHouse), every migration (codecs of 0010_codecs, ALIAS ids of 0012_storage), after OPTIMIZE FINAL",
             "python": platform.python_version(),
             "elapsed_s": round(elapsed, 1),
             "notes": "one replica; multiply by the replica count for cluster storage. Rows keep the raw "

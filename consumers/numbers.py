@@ -322,6 +322,12 @@ class _Protector:
                         value = self.embedded(value)
                 elif isinstance(value, (dict, list)):
                     value = self.json_node(value)
+                elif isinstance(value, (int, float)) and key in JSON_KEYS:
+                    # a number sent as a JSON number: the normaliser stores str(value), protected; so is it here
+                    text = str(value)
+                    protected = self.number(JSON_KEYS[key], text)
+                    if protected != text:
+                        value = protected
                 out[key] = value
             return out
         if isinstance(node, list):

@@ -2,8 +2,10 @@
 
 Each file is one migration; its number is its version. Applied versions are recorded in
 ``<db>.schema_migrations`` (version, name, checksum), so re-running applies only what is new.
-Files are templates with these placeholders (plain text replacement, so ClickHouse macros such as
-``{shard}`` in replicated paths stay intact):
+A line ``@name`` in a file stands for the block ``name`` of ``schemas/clickhouse/blocks.sql`` (SQL that
+several migrations share, e.g. the KPI sums of every rollup, defined once); it is expanded first, and the
+checksum is that of the expanded text. Files are templates with these placeholders (plain text
+replacement, so ClickHouse macros such as ``{shard}`` in replicated paths stay intact):
 
     {db}             the database (settings.clickhouse_database)
     {on_cluster}     "" or " ON CLUSTER <name>"
@@ -42,7 +44,10 @@ from schemas.retention import apply_retention, retention_statements
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).parent / "clickhouse"
+BLOCKS_FILE = SQL_DIR / "blocks.sql"
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_BLOCK_RE = re.compile(r"^-- @block ([a-z0-9_]+)$")
+_USE_RE = re.compile(r"^@([a-z0-9_]+)$", re.MULTILINE)
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MV_RE = re.compile(
     r"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<view>[\w.`]+)\s+TO\s+(?P<target>[\w.`]+)\s+"
@@ -64,10 +69,41 @@ class Migration:
         return f"{self.version:04d}_{self.name}"
 
     def text(self) -> str:
-        return self.path.read_text(encoding="utf-8")
+        """The file with its ``@name`` lines expanded."""
+        return expand(self.path.read_text(encoding="utf-8"), self.path.parent / BLOCKS_FILE.name)
 
     def checksum(self) -> str:
         return hashlib.sha256(self.text().encode()).hexdigest()[:16]
+
+
+def blocks(path: Path = BLOCKS_FILE) -> dict[str, str]:
+    """The shared blocks: each from its ``-- @block name`` line to the next (trailing blank lines dropped)."""
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        match = _BLOCK_RE.match(line)
+        if match:
+            if match.group(1) in found:
+                raise ValueError(f"{path.name}: block {match.group(1)!r} is defined twice")
+            current = found[match.group(1)] = []
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines).rstrip("\n") for name, lines in found.items()}
+
+
+def expand(text: str, blocks_path: Path = BLOCKS_FILE) -> str:
+    """``text`` with every ``@name`` line replaced by the block ``name``."""
+    if not _USE_RE.search(text):
+        return text
+    known = blocks(blocks_path)
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in known:
+            raise ValueError(f"@{name}: no such block in {blocks_path.name} (blocks: {', '.join(sorted(known))})")
+        return known[name]
+
+    return _USE_RE.sub(one, text)
 
 
 def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:

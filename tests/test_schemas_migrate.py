@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 import pytest
 
 from core import store
 from core.settings import Settings
-from schemas.migrate import apply_migrations, discover, main, placeholders, plan, render
+from schemas.migrate import BLOCKS_FILE, apply_migrations, blocks, discover, expand, main, placeholders, plan, render
 
 
 def test_migrations_numbered_and_0003_left_for_views() -> None:
@@ -68,3 +70,28 @@ def test_dry_run_prints_statements(capsys: pytest.CaptureFixture[str]) -> None:
     assert "CREATE TABLE IF NOT EXISTS cs.cdrs ON CLUSTER prod" in out
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', loaded_at)" in out
     assert all("{db}" not in s for _, stmts in plan(settings) for s in stmts)
+
+
+def test_shared_blocks_expand_to_the_applied_text() -> None:
+    """0011_rollups names its repeated KPI blocks once (blocks.sql); the expanded text is the one stores
+    applied before, so its checksum is unchanged and no store sees a changed migration."""
+    rollups = next(m for m in discover() if m.name == "rollups")
+    assert rollups.checksum() == "3cfffdfc94c5959c"
+    raw = rollups.path.read_text(encoding="utf-8")
+    used = set(re.findall(r"^@([a-z0-9_]+)$", "\n".join(m.path.read_text(encoding="utf-8") for m in discover()),
+                          re.MULTILINE))
+    assert used == set(blocks()) and len(raw) < len(rollups.text()) / 2  # every block used, none left over
+    assert "@" not in "".join(line for line in rollups.text().splitlines() if not line.startswith("--"))
+
+
+def test_an_unknown_block_is_an_error_that_names_the_known_ones(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sql"
+    path.write_text("-- @block a\n    x,\n    y\n\n-- @block b\nz\n", encoding="utf-8")
+    assert blocks(path) == {"a": "    x,\n    y", "b": "z"}
+    assert expand("SELECT\n@a\nFROM t", path) == "SELECT\n    x,\n    y\nFROM t"
+    with pytest.raises(ValueError, match="@c: no such block in blocks.sql .blocks: a, b."):
+        expand("@c", path)
+    path.write_text("-- @block a\n1\n-- @block a\n2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="defined twice"):
+        blocks(path)
+    assert BLOCKS_FILE.exists()

@@ -32,25 +32,7 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_hourly{on_cluster}
     hour               DateTime('UTC'),
     service            LowCardinality(String),
     service_type       LowCardinality(String),
-    attempts           SimpleAggregateFunction(sum, UInt64),
-    answered           SimpleAggregateFunction(sum, UInt64),
-    seizures           SimpleAggregateFunction(sum, UInt64),
-    refused            SimpleAggregateFunction(sum, UInt64),
-    ner_numerator      SimpleAggregateFunction(sum, UInt64),
-    failed             SimpleAggregateFunction(sum, UInt64),
-    user_busy          SimpleAggregateFunction(sum, UInt64),
-    no_answer          SimpleAggregateFunction(sum, UInt64),
-    user_rejected      SimpleAggregateFunction(sum, UInt64),
-    talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
-    setup_samples      SimpleAggregateFunction(sum, UInt64),
-    setup_seconds_sum  SimpleAggregateFunction(sum, UInt64),
-    ring_samples       SimpleAggregateFunction(sum, UInt64),
-    ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
-    pdd_samples        SimpleAggregateFunction(sum, UInt64),
-    pdd_ms_sum         SimpleAggregateFunction(sum, UInt64),
-    recordings         SimpleAggregateFunction(sum, UInt64),
-    pdd_quantiles      AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
-    ring_quantiles     AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
+@rollup_columns
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(hour)
@@ -63,25 +45,7 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_by_number{on_cluster}
     day                Date,
     service            LowCardinality(String),
     bind_num           LowCardinality(String),
-    attempts           SimpleAggregateFunction(sum, UInt64),
-    answered           SimpleAggregateFunction(sum, UInt64),
-    seizures           SimpleAggregateFunction(sum, UInt64),
-    refused            SimpleAggregateFunction(sum, UInt64),
-    ner_numerator      SimpleAggregateFunction(sum, UInt64),
-    failed             SimpleAggregateFunction(sum, UInt64),
-    user_busy          SimpleAggregateFunction(sum, UInt64),
-    no_answer          SimpleAggregateFunction(sum, UInt64),
-    user_rejected      SimpleAggregateFunction(sum, UInt64),
-    talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
-    setup_samples      SimpleAggregateFunction(sum, UInt64),
-    setup_seconds_sum  SimpleAggregateFunction(sum, UInt64),
-    ring_samples       SimpleAggregateFunction(sum, UInt64),
-    ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
-    pdd_samples        SimpleAggregateFunction(sum, UInt64),
-    pdd_ms_sum         SimpleAggregateFunction(sum, UInt64),
-    recordings         SimpleAggregateFunction(sum, UInt64),
-    pdd_quantiles      AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
-    ring_quantiles     AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
+@rollup_columns
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(day)
@@ -95,25 +59,7 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_by_binding{on_cluster}
     service            LowCardinality(String),
     subscription_id    String CODEC(ZSTD(3)),
     bind_num           LowCardinality(String),
-    attempts           SimpleAggregateFunction(sum, UInt64),
-    answered           SimpleAggregateFunction(sum, UInt64),
-    seizures           SimpleAggregateFunction(sum, UInt64),
-    refused            SimpleAggregateFunction(sum, UInt64),
-    ner_numerator      SimpleAggregateFunction(sum, UInt64),
-    failed             SimpleAggregateFunction(sum, UInt64),
-    user_busy          SimpleAggregateFunction(sum, UInt64),
-    no_answer          SimpleAggregateFunction(sum, UInt64),
-    user_rejected      SimpleAggregateFunction(sum, UInt64),
-    talk_seconds_sum   SimpleAggregateFunction(sum, UInt64),
-    setup_samples      SimpleAggregateFunction(sum, UInt64),
-    setup_seconds_sum  SimpleAggregateFunction(sum, UInt64),
-    ring_samples       SimpleAggregateFunction(sum, UInt64),
-    ring_seconds_sum   SimpleAggregateFunction(sum, UInt64),
-    pdd_samples        SimpleAggregateFunction(sum, UInt64),
-    pdd_ms_sum         SimpleAggregateFunction(sum, UInt64),
-    recordings         SimpleAggregateFunction(sum, UInt64),
-    pdd_quantiles      AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
-    ring_quantiles     AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
+@rollup_columns
 )
 ENGINE = {engine_prefix}AggregatingMergeTree({engine_args})
 PARTITION BY toYYYYMM(day)
@@ -147,39 +93,12 @@ SELECT
     hour,
     service,
     service_type,
-    count() AS attempts,
-    sum(is_answered) AS answered,
-    sum(is_seizure) AS seizures,
-    sum(is_refused) AS refused,
-    sum(is_effective) AS ner_numerator,
-    sum(is_failed) AS failed,
-    sum(is_user_busy) AS user_busy,
-    sum(is_no_answer) AS no_answer,
-    sum(is_user_rejected) AS user_rejected,
-    sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
-    count(setup_seconds) AS setup_samples,
-    sum(toUInt64(ifNull(setup_seconds, 0))) AS setup_seconds_sum,
-    count(ring_seconds) AS ring_samples,
-    sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
-    count(pdd_ms) AS pdd_samples,
-    sum(toUInt64(ifNull(pdd_ms, 0))) AS pdd_ms_sum,
-    sum(toUInt64(has_recording)) AS recordings,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(pdd_ms, toUInt64(1)) AS pdd_quantiles,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(ring_seconds, toUInt64(1)) AS ring_quantiles
+@mv_aggregates
 FROM
 (
     SELECT
         app_key, toStartOfHour(call_time) AS hour, service, service_type,
-        toUInt64(answered) AS is_answered,
-        toUInt64(refused = 0) AS is_seizure,
-        toUInt64(refused) AS is_refused,
-        toUInt64(refused = 0 AND (answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')))
-            AS is_effective,
-        toUInt64(answered = 0 AND refused = 0) AS is_failed,
-        toUInt64(failure_category = 'user_busy' AND refused = 0) AS is_user_busy,
-        toUInt64(failure_category = 'no_answer' AND refused = 0) AS is_no_answer,
-        toUInt64(failure_category = 'user_rejected' AND refused = 0) AS is_user_rejected,
-        talk_seconds, setup_seconds, ring_seconds, pdd_ms, has_recording
+@mv_call_flags
     FROM {db}.cdrs
 )
 GROUP BY app_key, hour, service, service_type;
@@ -190,39 +109,12 @@ SELECT
     day,
     service,
     bind_num,
-    count() AS attempts,
-    sum(is_answered) AS answered,
-    sum(is_seizure) AS seizures,
-    sum(is_refused) AS refused,
-    sum(is_effective) AS ner_numerator,
-    sum(is_failed) AS failed,
-    sum(is_user_busy) AS user_busy,
-    sum(is_no_answer) AS no_answer,
-    sum(is_user_rejected) AS user_rejected,
-    sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
-    count(setup_seconds) AS setup_samples,
-    sum(toUInt64(ifNull(setup_seconds, 0))) AS setup_seconds_sum,
-    count(ring_seconds) AS ring_samples,
-    sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
-    count(pdd_ms) AS pdd_samples,
-    sum(toUInt64(ifNull(pdd_ms, 0))) AS pdd_ms_sum,
-    sum(toUInt64(has_recording)) AS recordings,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(pdd_ms, toUInt64(1)) AS pdd_quantiles,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(ring_seconds, toUInt64(1)) AS ring_quantiles
+@mv_aggregates
 FROM
 (
     SELECT
         app_key, toDate(call_time) AS day, service, bind_num,
-        toUInt64(answered) AS is_answered,
-        toUInt64(refused = 0) AS is_seizure,
-        toUInt64(refused) AS is_refused,
-        toUInt64(refused = 0 AND (answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')))
-            AS is_effective,
-        toUInt64(answered = 0 AND refused = 0) AS is_failed,
-        toUInt64(failure_category = 'user_busy' AND refused = 0) AS is_user_busy,
-        toUInt64(failure_category = 'no_answer' AND refused = 0) AS is_no_answer,
-        toUInt64(failure_category = 'user_rejected' AND refused = 0) AS is_user_rejected,
-        talk_seconds, setup_seconds, ring_seconds, pdd_ms, has_recording
+@mv_call_flags
     FROM {db}.cdrs
 )
 GROUP BY app_key, day, service, bind_num;
@@ -234,39 +126,12 @@ SELECT
     service,
     subscription_id,
     bind_num,
-    count() AS attempts,
-    sum(is_answered) AS answered,
-    sum(is_seizure) AS seizures,
-    sum(is_refused) AS refused,
-    sum(is_effective) AS ner_numerator,
-    sum(is_failed) AS failed,
-    sum(is_user_busy) AS user_busy,
-    sum(is_no_answer) AS no_answer,
-    sum(is_user_rejected) AS user_rejected,
-    sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
-    count(setup_seconds) AS setup_samples,
-    sum(toUInt64(ifNull(setup_seconds, 0))) AS setup_seconds_sum,
-    count(ring_seconds) AS ring_samples,
-    sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
-    count(pdd_ms) AS pdd_samples,
-    sum(toUInt64(ifNull(pdd_ms, 0))) AS pdd_ms_sum,
-    sum(toUInt64(has_recording)) AS recordings,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(pdd_ms, toUInt64(1)) AS pdd_quantiles,
-    quantilesExactWeightedInterpolatedState(0.5, 0.95)(ring_seconds, toUInt64(1)) AS ring_quantiles
+@mv_aggregates
 FROM
 (
     SELECT
         app_key, toDate(call_time) AS day, service, subscription_id, bind_num,
-        toUInt64(answered) AS is_answered,
-        toUInt64(refused = 0) AS is_seizure,
-        toUInt64(refused) AS is_refused,
-        toUInt64(refused = 0 AND (answered = 1 OR failure_category IN ('user_busy', 'no_answer', 'user_rejected')))
-            AS is_effective,
-        toUInt64(answered = 0 AND refused = 0) AS is_failed,
-        toUInt64(failure_category = 'user_busy' AND refused = 0) AS is_user_busy,
-        toUInt64(failure_category = 'no_answer' AND refused = 0) AS is_no_answer,
-        toUInt64(failure_category = 'user_rejected' AND refused = 0) AS is_user_rejected,
-        talk_seconds, setup_seconds, ring_seconds, pdd_ms, has_recording
+@mv_call_flags
     FROM {db}.cdrs
     WHERE subscription_id != ''
 )
@@ -303,54 +168,12 @@ SELECT
     hour,
     app_key,
     service,
-    attempts,
-    answered,
-    answered / nullIf(seizures, 0) AS asr,
-    ner_numerator / nullIf(seizures, 0) AS ner,
-    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
-    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
-    pdd_samples,
-    pdd_ms_sum,
-    seizures,
-    refused,
-    ner_numerator,
-    failed,
-    user_busy,
-    no_answer,
-    user_rejected,
-    talk_seconds_sum,
-    setup_samples,
-    setup_seconds_sum,
-    ring_samples,
-    ring_seconds_sum,
-    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
-    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
-    recordings
+@view_columns
 FROM
 (
     SELECT
         hour, app_key, service,
-        sum(attempts) AS attempts,
-        sum(answered) AS answered,
-        sum(seizures) AS seizures,
-        sum(refused) AS refused,
-        sum(ner_numerator) AS ner_numerator,
-        sum(failed) AS failed,
-        sum(user_busy) AS user_busy,
-        sum(no_answer) AS no_answer,
-        sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum,
-        sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum,
-        sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum,
-        sum(pdd_samples) AS pdd_samples,
-        sum(pdd_ms_sum) AS pdd_ms_sum,
-        sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
+@view_sums
     FROM {db}.rollup_hourly
     GROUP BY hour, app_key, service
 );
@@ -360,54 +183,12 @@ SELECT
     day,
     app_key,
     service,
-    attempts,
-    answered,
-    answered / nullIf(seizures, 0) AS asr,
-    ner_numerator / nullIf(seizures, 0) AS ner,
-    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
-    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
-    pdd_samples,
-    pdd_ms_sum,
-    seizures,
-    refused,
-    ner_numerator,
-    failed,
-    user_busy,
-    no_answer,
-    user_rejected,
-    talk_seconds_sum,
-    setup_samples,
-    setup_seconds_sum,
-    ring_samples,
-    ring_seconds_sum,
-    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
-    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
-    recordings
+@view_columns
 FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service,
-        sum(attempts) AS attempts,
-        sum(answered) AS answered,
-        sum(seizures) AS seizures,
-        sum(refused) AS refused,
-        sum(ner_numerator) AS ner_numerator,
-        sum(failed) AS failed,
-        sum(user_busy) AS user_busy,
-        sum(no_answer) AS no_answer,
-        sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum,
-        sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum,
-        sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum,
-        sum(pdd_samples) AS pdd_samples,
-        sum(pdd_ms_sum) AS pdd_ms_sum,
-        sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
+@view_sums
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service
 );
@@ -418,54 +199,12 @@ SELECT
     app_key,
     service,
     service_type,
-    attempts,
-    answered,
-    answered / nullIf(seizures, 0) AS asr,
-    ner_numerator / nullIf(seizures, 0) AS ner,
-    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
-    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
-    pdd_samples,
-    pdd_ms_sum,
-    seizures,
-    refused,
-    ner_numerator,
-    failed,
-    user_busy,
-    no_answer,
-    user_rejected,
-    talk_seconds_sum,
-    setup_samples,
-    setup_seconds_sum,
-    ring_samples,
-    ring_seconds_sum,
-    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
-    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
-    recordings
+@view_columns
 FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service, service_type,
-        sum(attempts) AS attempts,
-        sum(answered) AS answered,
-        sum(seizures) AS seizures,
-        sum(refused) AS refused,
-        sum(ner_numerator) AS ner_numerator,
-        sum(failed) AS failed,
-        sum(user_busy) AS user_busy,
-        sum(no_answer) AS no_answer,
-        sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum,
-        sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum,
-        sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum,
-        sum(pdd_samples) AS pdd_samples,
-        sum(pdd_ms_sum) AS pdd_ms_sum,
-        sum(recordings) AS recordings,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
-        quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
+@view_sums
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service, service_type
 );
@@ -476,55 +215,14 @@ SELECT
     app_key,
     service,
     bind_num,
-    attempts,
-    answered,
-    answered / nullIf(seizures, 0) AS asr,
-    ner_numerator / nullIf(seizures, 0) AS ner,
-    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
-    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
-    pdd_samples,
-    pdd_ms_sum,
-    seizures,
-    refused,
-    ner_numerator,
-    failed,
-    user_busy,
-    no_answer,
-    user_rejected,
-    talk_seconds_sum,
-    setup_samples,
-    setup_seconds_sum,
-    ring_samples,
-    ring_seconds_sum,
-    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
-    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
-    recordings
+@view_columns
 FROM
 (
     -- one row per key: FINAL merges the parts that still hold the same key as it reads (toUInt64:
     -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, bind_num,
-        toUInt64(attempts) AS attempts,
-        toUInt64(answered) AS answered,
-        toUInt64(seizures) AS seizures,
-        toUInt64(refused) AS refused,
-        toUInt64(ner_numerator) AS ner_numerator,
-        toUInt64(failed) AS failed,
-        toUInt64(user_busy) AS user_busy,
-        toUInt64(no_answer) AS no_answer,
-        toUInt64(user_rejected) AS user_rejected,
-        toUInt64(talk_seconds_sum) AS talk_seconds_sum,
-        toUInt64(setup_samples) AS setup_samples,
-        toUInt64(setup_seconds_sum) AS setup_seconds_sum,
-        toUInt64(ring_samples) AS ring_samples,
-        toUInt64(ring_seconds_sum) AS ring_seconds_sum,
-        toUInt64(pdd_samples) AS pdd_samples,
-        toUInt64(pdd_ms_sum) AS pdd_ms_sum,
-        toUInt64(recordings) AS recordings,
-        finalizeAggregation(pdd_quantiles) AS pdd_q, finalizeAggregation(ring_quantiles) AS ring_q
+@view_final_columns
     FROM {db}.rollup_by_number FINAL
 );
 
@@ -535,55 +233,14 @@ SELECT
     service,
     subscription_id,
     bind_num,
-    attempts,
-    answered,
-    answered / nullIf(seizures, 0) AS asr,
-    ner_numerator / nullIf(seizures, 0) AS ner,
-    talk_seconds_sum / nullIf(answered, 0) AS acd_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[1] / 1000) AS pdd_p50_seconds,
-    if(pdd_samples = 0, NULL, pdd_q[2] / 1000) AS pdd_p95_seconds,
-    pdd_ms_sum / nullIf(pdd_samples, 0) / 1000 AS pdd_avg_seconds,
-    pdd_samples,
-    pdd_ms_sum,
-    seizures,
-    refused,
-    ner_numerator,
-    failed,
-    user_busy,
-    no_answer,
-    user_rejected,
-    talk_seconds_sum,
-    setup_samples,
-    setup_seconds_sum,
-    ring_samples,
-    ring_seconds_sum,
-    ring_seconds_sum / nullIf(ring_samples, 0) AS ring_avg_seconds,
-    if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
-    recordings
+@view_columns
 FROM
 (
     -- one row per key: FINAL merges the parts that still hold the same key as it reads (toUInt64:
     -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, subscription_id, bind_num,
-        toUInt64(attempts) AS attempts,
-        toUInt64(answered) AS answered,
-        toUInt64(seizures) AS seizures,
-        toUInt64(refused) AS refused,
-        toUInt64(ner_numerator) AS ner_numerator,
-        toUInt64(failed) AS failed,
-        toUInt64(user_busy) AS user_busy,
-        toUInt64(no_answer) AS no_answer,
-        toUInt64(user_rejected) AS user_rejected,
-        toUInt64(talk_seconds_sum) AS talk_seconds_sum,
-        toUInt64(setup_samples) AS setup_samples,
-        toUInt64(setup_seconds_sum) AS setup_seconds_sum,
-        toUInt64(ring_samples) AS ring_samples,
-        toUInt64(ring_seconds_sum) AS ring_seconds_sum,
-        toUInt64(pdd_samples) AS pdd_samples,
-        toUInt64(pdd_ms_sum) AS pdd_ms_sum,
-        toUInt64(recordings) AS recordings,
-        finalizeAggregation(pdd_quantiles) AS pdd_q, finalizeAggregation(ring_quantiles) AS ring_q
+@view_final_columns
     FROM {db}.rollup_by_binding FINAL
 );
 
