@@ -340,6 +340,8 @@ class _Protector:
         if not text or not _TOUCHABLE_RE.search(text):
             return text  # e.g. extra == "{}": nothing this policy could touch
         option = orjson.OPT_SORT_KEYS
+        if type(doc) is dict and text.count("{") == 1 and "[" not in text:
+            return self._flat(text, doc)  # a record without nested values: only its touchable keys
         if doc is _UNPARSED:
             try:
                 doc = orjson.loads(text)
@@ -349,6 +351,42 @@ class _Protector:
         _json_x_numbers(doc, self.xs)
         new = self.json_node(doc)
         return text if new == doc else orjson.dumps(new, option=option).decode("utf-8")  # untouched: same bytes
+
+
+    def _flat(self, text: str, doc: dict[str, Any]) -> str:
+        """``text`` for a ``doc`` without nested values: what ``_json_x_numbers`` and ``json_node`` give,
+        visiting only the keys this policy could touch (tests compare both paths on the fuzz corpus)."""
+        for key in ("bindNum", "fwdDisplayNum"):
+            value = doc.get(key)
+            if isinstance(value, str) and value:
+                self.xs.add(value)
+        changes: dict[str, Any] = {}
+        dropped = []
+        for key in _TOUCH_KEYS.intersection(doc):
+            value = doc[key]
+            if key in URL_JSON_KEYS:
+                if self.drop_urls:
+                    dropped.append(key)
+                continue
+            column = JSON_KEYS.get(key)
+            if isinstance(value, str):
+                new = self.number(column, value) if column is not None else self.embedded(value)
+                if new != value:
+                    changes[key] = new
+            elif column is not None and isinstance(value, (int, float)):
+                number = str(value)  # a number sent as a JSON number, as json_node treats it
+                protected = self.number(column, number)
+                if protected != number:
+                    changes[key] = protected
+        if not changes and not dropped:
+            return text
+        new_doc = {**doc, **changes}
+        for key in dropped:
+            del new_doc[key]
+        return orjson.dumps(new_doc, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+
+
+_TOUCH_KEYS = frozenset({*JSON_KEYS, *URL_JSON_KEYS, *SESSION_JSON_KEYS})
 
 
 def protect_session_id(session_id: str, policy: Policy) -> str:
