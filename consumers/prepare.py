@@ -221,7 +221,6 @@ def _rows(
             prepared.messages[table] = encoded
 
 
-
 def drop_recent(prepared: Prepared, state: State) -> None:
     """The recent-key step of a batch prepared without this process's ``State`` (by a
     ``consumers.worker.PrepareWorker``): drop the rows whose key this process loaded recently."""

@@ -83,7 +83,8 @@ def stop_process(
 
 def die_with_parent(parent_pid: int) -> None:
     """Make the kernel kill this process (SIGKILL) when its parent dies, even by ``kill -9``; exit now if
-    the parent ``parent_pid`` is already gone. For children started by ``multiprocessing``."""
+    the parent ``parent_pid`` is already gone (it died before prctl took effect). Children started by
+    ``spawn`` run it between fork and exec; children started by ``multiprocessing`` at their start."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
@@ -92,10 +93,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 def _die_with(parent_pid: int) -> Callable[[], None]:
     def preexec() -> None:  # runs in the child between fork and exec
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
+        die_with_parent(parent_pid)
 
     return preexec
 
