@@ -307,6 +307,20 @@ class _Protector:
 
         return _EMBEDDED_RE.sub(one, text)
 
+    def scalar(self, key: str, value: Any) -> Any:
+        """The value a JSON object holds under ``key`` (not a dict or list), protected."""
+        if isinstance(value, str):
+            column = JSON_KEYS.get(key)
+            if column is not None:
+                return self.number(column, value)
+            return self.embedded(value) if key in SESSION_JSON_KEYS else value
+        if isinstance(value, (int, float)) and key in JSON_KEYS:
+            # a number sent as a JSON number: the normaliser stores str(value), protected; so is it here
+            text = str(value)
+            protected = self.number(JSON_KEYS[key], text)
+            return protected if protected != text else value
+        return value
+
     def json_node(self, node: Any) -> Any:
         if isinstance(node, dict):
             out: dict[str, Any] = {}
@@ -314,20 +328,10 @@ class _Protector:
             for key, value in node.items():
                 if drop_urls and key in URL_JSON_KEYS:
                     continue
-                if isinstance(value, str):
-                    column = JSON_KEYS.get(key)
-                    if column is not None:
-                        value = self.number(column, value)
-                    elif key in SESSION_JSON_KEYS:
-                        value = self.embedded(value)
-                elif isinstance(value, (dict, list)):
+                if isinstance(value, (dict, list)):
                     value = self.json_node(value)
-                elif isinstance(value, (int, float)) and key in JSON_KEYS:
-                    # a number sent as a JSON number: the normaliser stores str(value), protected; so is it here
-                    text = str(value)
-                    protected = self.number(JSON_KEYS[key], text)
-                    if protected != text:
-                        value = protected
+                else:
+                    value = self.scalar(key, value)
                 out[key] = value
             return out
         if isinstance(node, list):
@@ -368,16 +372,9 @@ class _Protector:
                 if self.drop_urls:
                     dropped.append(key)
                 continue
-            column = JSON_KEYS.get(key)
-            if isinstance(value, str):
-                new = self.number(column, value) if column is not None else self.embedded(value)
-                if new != value:
-                    changes[key] = new
-            elif column is not None and isinstance(value, (int, float)):
-                number = str(value)  # a number sent as a JSON number, as json_node treats it
-                protected = self.number(column, number)
-                if protected != number:
-                    changes[key] = protected
+            new = self.scalar(key, value)
+            if new is not value and new != value:
+                changes[key] = new
         if not changes and not dropped:
             return text
         new_doc = {**doc, **changes}
