@@ -23,7 +23,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from consumers.prepare import Prepared, RawRecord, State, prepare
 from core import memory
@@ -69,6 +69,7 @@ class PrepareWorker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.pid: int | None = None  # the child's, once ``start`` has seen it run
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -78,15 +79,9 @@ class PrepareWorker:
                                              initializer=_start_child, initargs=(self.settings, os.getpid()))
         return self._pool
 
-    @property
-    def pid(self) -> int | None:
-        """The child's process id once it runs."""
-        processes: dict[int, Any] = getattr(self._pool, "_processes", None) or {}
-        return next(iter(processes), None)
-
     async def start(self) -> None:
         """Start the child now (importing the pipeline takes a moment) rather than on the first batch."""
-        await asyncio.get_running_loop().run_in_executor(self._executor(), _ready)
+        self.pid = await asyncio.get_running_loop().run_in_executor(self._executor(), _ready)
 
     async def prepare(self, records: list[RawRecord], *, encode: bool) -> Prepared:
         """``prepare(records)`` in the child (without the recent-key step). If the child died, the batch
@@ -101,7 +96,7 @@ class PrepareWorker:
             return prepare(raw, self.settings, State(), encode=encode)
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
+        pool, self._pool, self.pid = self._pool, None, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
