@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import subprocess
@@ -178,10 +179,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     from schemas.migrate import apply_migrations
 
     def vm(field: str) -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return _status_mb("self", field)
 
     python_only_mb = vm("VmRSS:")  # interpreter + callstream + aiokafka imported, chDB not opened yet
     from consumers.load import without_dataframes
@@ -247,34 +245,36 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     }
 
 
+def _stat_fields(path: Path) -> list[str]:
+    """The fields of a /proc ``stat`` file after the command name (field 3 on: state, ppid, ...)."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_of(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def _children() -> list[int]:
     """This process's child processes (the prepare worker, multiprocessing's resource tracker)."""
-    import os
-
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(_stat_fields(entry / "stat")[1]) == os.getpid():
+                    found.append(int(entry.name))
             except OSError:
                 continue
-            if int(fields[1]) == os.getpid():
-                found.append(int(entry.name))
     return found
 
 
 def _cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by this process (chDB's threads included) and by its children."""
-    import os
-
-    tick = os.sysconf("SC_CLK_TCK")
     children = 0.0
     for pid in _children():
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            children += _cpu_of(_stat_fields(Path(f"/proc/{pid}/stat")))
         except OSError:
             continue
-        children += (int(fields[11]) + int(fields[12])) / tick
     own = os.times()
     return {"consumer_process": own.user + own.system, "prepare_worker": children}
 
@@ -282,9 +282,6 @@ def _cpu_seconds() -> dict[str, float]:
 def _thread_cpu_seconds() -> dict[str, float]:
     """CPU seconds of this process's threads by thread name (chDB names its pools; Python threads show
     as the interpreter's name unless named)."""
-    import os
-
-    tick = os.sysconf("SC_CLK_TCK")
     found: dict[str, float] = {}
     for task in Path("/proc/self/task").iterdir():
         try:
@@ -292,12 +289,12 @@ def _thread_cpu_seconds() -> dict[str, float]:
         except OSError:
             continue
         name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        found[name] = found.get(name, 0.0) + _cpu_of(stat.rsplit(")", 1)[1].split())
     return found
 
 
-def _status_mb(pid: int, field: str) -> float:
+def _status_mb(pid: int | str, field: str) -> float:
+    """A ``/proc/<pid>/status`` memory field (``VmRSS:``, ``VmHWM:``) in MB; 0 once the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field):
@@ -419,8 +416,6 @@ def _before(ref: str | None) -> dict[str, Any] | None:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
