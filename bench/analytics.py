@@ -247,7 +247,7 @@ def quantile_error(client: Client, db: str) -> dict[str, Any]:
     groups, p50, p95, r95 = store.query_rows(client, sql)[0]
     return {"groups": int(groups), "max_abs_error_pdd_p50_s": float(p50), "max_abs_error_pdd_p95_s": float(p95),
             "max_abs_error_ring_p95_s": float(r95),
-            "estimator": "quantilesExactWeightedInterpolated states (value -> calls), merged; vs quantileExactInclusive"}
+            "estimator": "value -> calls histograms (sumMap), R-7 in the views; vs quantileExactInclusive"}
 
 
 def storage(client: Client, db: str, calls: int) -> dict[str, Any]:
