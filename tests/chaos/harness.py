@@ -61,6 +61,7 @@ class Outcome:
     push: Push
     statuses: list[int] = field(default_factory=list)  # 0 = connection error / timeout
     answered_at: list[float] = field(default_factory=list)  # time.monotonic() of each answer
+    sent_at: list[float] = field(default_factory=list)  # time.monotonic() when each request was sent
 
     @property
     def accepted(self) -> bool:
@@ -72,8 +73,8 @@ class Outcome:
 
     def since(self, moment: float) -> Outcome:
         """This push with only the answers given after ``moment``."""
-        kept = [(s, t) for s, t in zip(self.statuses, self.answered_at, strict=True) if t > moment]
-        return Outcome(self.push, [s for s, _ in kept], [t for _, t in kept])
+        kept = [(s, t, b) for s, t, b in zip(self.statuses, self.answered_at, self.sent_at, strict=True) if t > moment]
+        return Outcome(self.push, [s for s, _, _ in kept], [t for _, t, _ in kept], [b for _, _, b in kept])
 
 
 @dataclass
@@ -117,6 +118,7 @@ async def drive_recorded(
         delays = list(push.retry_delays_min) if push.expect_ok else []
         while True:
             async with gate:
+                sent_at = time.monotonic()
                 try:
                     response = await client.post(url, content=push.body, headers=signed_headers(push, url, rng))
                     status = response.status_code
@@ -124,6 +126,7 @@ async def drive_recorded(
                     status = 0
             outcome.statuses.append(status)
             outcome.answered_at.append(time.monotonic())
+            outcome.sent_at.append(sent_at)
             if status == 200 or (400 <= status < 500) or not delays:
                 return
             if time.monotonic() - started > stop_after_s:
