@@ -52,7 +52,7 @@ def test_broker_crash_and_restart_under_load(make_settings: Callable[..., Settin
     outcomes = [Outcome(p) for p in before.pushes]
     figures: dict = {}
 
-    async def run() -> tuple[DriveResult, DriveResult, float, float]:
+    async def run() -> tuple[DriveResult, DriveResult, float, float, float]:
         await ensure_topics(settings)
         async with asgi_edge(settings) as client:
             # a consumer cannot leave its group cleanly while the broker is dead: give it 5 s, then cancel it
@@ -77,6 +77,7 @@ def test_broker_crash_and_restart_under_load(make_settings: Callable[..., Settin
                 await stopping
                 figures["consumer_stop_s"] = round(time.monotonic() - killed_at, 2)
                 await asyncio.sleep(max(0.0, down_s - (time.monotonic() - killed_at)))
+                restart_began = time.monotonic()  # the broker may answer before to_thread returns
                 await asyncio.to_thread(broker.start)
                 restarted_at = time.monotonic()
                 await ensure_topics(settings)
@@ -94,18 +95,18 @@ def test_broker_crash_and_restart_under_load(make_settings: Callable[..., Settin
                 figures["drain_s"] = round(await wait_drained(settings, 120), 2)
             finally:
                 await consumer.__aexit__(None, None, None)
-        return result_before, result_after, killed_at, restarted_at
+        return result_before, result_after, killed_at, restart_began, restarted_at
 
     try:
-        result_before, result_after, killed_at, restarted_at = asyncio.run(run())
+        result_before, result_after, killed_at, restart_began, restarted_at = asyncio.run(run())
         # every 200 given after the restart is stored exactly once (and its 4xx dead-lettered)
         after_restart = DriveResult([o.since(restarted_at) for o in result_before.outcomes] + result_after.outcomes)
-        # a request sent once the broker process was gone and answered before it was back is never a 200; one
+        # a request sent once the broker process was gone and answered before its restart began is never a 200; one
         # sent before the kill may be, late, if the broker acknowledged it before it died (its answer can
         # leave after ``killed_at`` on a busy event loop: answer time alone does not tell the two apart)
         answered_while_down = [s for o in result_before.outcomes
                                for s, b, t in zip(o.statuses, o.sent_at, o.answered_at, strict=True)
-                               if killed_at < b and t < restarted_at]
+                               if killed_at < b and t < restart_began]
         assert 200 not in answered_while_down, answered_while_down
         acked_in_flight_at_kill = sum(1 for o in result_before.outcomes
                                       for s, b, t in zip(o.statuses, o.sent_at, o.answered_at, strict=True)
