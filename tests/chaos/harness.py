@@ -71,10 +71,14 @@ class Outcome:
     def refused(self) -> bool:
         return any(400 <= s < 500 for s in self.statuses)
 
+    def answers(self) -> list[tuple[int, float, float]]:
+        """Each request of this push as (status, sent_at, answered_at)."""
+        return list(zip(self.statuses, self.sent_at, self.answered_at, strict=True))
+
     def since(self, moment: float) -> Outcome:
         """This push with only the answers given after ``moment``."""
-        kept = [(s, t, b) for s, t, b in zip(self.statuses, self.answered_at, self.sent_at, strict=True) if t > moment]
-        return Outcome(self.push, [s for s, _, _ in kept], [t for _, t, _ in kept], [b for _, _, b in kept])
+        kept = [a for a in self.answers() if a[2] > moment]
+        return Outcome(self.push, [s for s, _, _ in kept], [t for _, _, t in kept], [b for _, b, _ in kept])
 
 
 @dataclass

@@ -104,12 +104,10 @@ def test_broker_crash_and_restart_under_load(make_settings: Callable[..., Settin
         # a request sent once the broker process was gone and answered before its restart began is never a 200; one
         # sent before the kill may be, late, if the broker acknowledged it before it died (its answer can
         # leave after ``killed_at`` on a busy event loop: answer time alone does not tell the two apart)
-        answered_while_down = [s for o in result_before.outcomes
-                               for s, b, t in zip(o.statuses, o.sent_at, o.answered_at, strict=True)
+        answered_while_down = [s for o in result_before.outcomes for s, b, t in o.answers()
                                if killed_at < b and t < restart_began]
         assert 200 not in answered_while_down, answered_while_down
-        acked_in_flight_at_kill = sum(1 for o in result_before.outcomes
-                                      for s, b, t in zip(o.statuses, o.sent_at, o.answered_at, strict=True)
+        acked_in_flight_at_kill = sum(1 for o in result_before.outcomes for s, b, t in o.answers()
                                       if s == 200 and b <= killed_at < t)
         # a refusal answered 503 while the broker was down may still reach the dead topic once the producer
         # reconnects (its send was not acknowledged in time, not cancelled): dead letters >= 4xx answers here
