@@ -202,3 +202,47 @@
                 + (pos - floor(pos)) * (arrayElement(ring_hist.1, arrayFirstIndex(c -> c > ceil(pos), arrayCumSum(ring_hist.2)))
                     - arrayElement(ring_hist.1, arrayFirstIndex(c -> c > floor(pos), arrayCumSum(ring_hist.2)))),
             arrayMap(p -> (toFloat64(arraySum(ring_hist.2)) - 1) * p, [0.5, 0.95])) AS ring_q
+
+-- @block view_sums_quantiles
+        sum(attempts) AS attempts,
+        sum(answered) AS answered,
+        sum(seizures) AS seizures,
+        sum(refused) AS refused,
+        sum(ner_numerator) AS ner_numerator,
+        sum(failed) AS failed,
+        sum(user_busy) AS user_busy,
+        sum(no_answer) AS no_answer,
+        sum(user_rejected) AS user_rejected,
+        sum(talk_seconds_sum) AS talk_seconds_sum,
+        sum(setup_samples) AS setup_samples,
+        sum(setup_seconds_sum) AS setup_seconds_sum,
+        sum(ring_samples) AS ring_samples,
+        sum(ring_seconds_sum) AS ring_seconds_sum,
+        sum(pdd_samples) AS pdd_samples,
+        sum(pdd_ms_sum) AS pdd_ms_sum,
+        sum(recordings) AS recordings,
+        sumMap(pdd_hist) AS pdd_h,
+        sumMap(ring_hist) AS ring_h,
+        arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', pdd_h.1, pdd_h.2) AS pdd_q,
+        arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', ring_h.1, ring_h.2) AS ring_q
+
+-- @block view_final_columns_quantiles
+        toUInt64(attempts) AS attempts,
+        toUInt64(answered) AS answered,
+        toUInt64(seizures) AS seizures,
+        toUInt64(refused) AS refused,
+        toUInt64(ner_numerator) AS ner_numerator,
+        toUInt64(failed) AS failed,
+        toUInt64(user_busy) AS user_busy,
+        toUInt64(no_answer) AS no_answer,
+        toUInt64(user_rejected) AS user_rejected,
+        toUInt64(talk_seconds_sum) AS talk_seconds_sum,
+        toUInt64(setup_samples) AS setup_samples,
+        toUInt64(setup_seconds_sum) AS setup_seconds_sum,
+        toUInt64(ring_samples) AS ring_samples,
+        toUInt64(ring_seconds_sum) AS ring_seconds_sum,
+        toUInt64(pdd_samples) AS pdd_samples,
+        toUInt64(pdd_ms_sum) AS pdd_ms_sum,
+        toUInt64(recordings) AS recordings,
+        arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', pdd_hist.1, pdd_hist.2) AS pdd_q,
+        arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', ring_hist.1, ring_hist.2) AS ring_q
