@@ -1,0 +1,95 @@
+"""The loader's "already stored?" probe against a large ``cdrs``: its time per batch as the table grows.
+
+    python bench/dedup_probe.py --data-dir DIR [--repeat 3]
+
+DIR is a store that ``bench/analytics.py --data-dir DIR`` filled (database ``analytics_bench``, 10 M CDRs
+by default). For batches of 50, 500 and 5,000 keys (half of them stored CDRs, half new), it times
+``ClickHouseSink.stored_notifications`` (the query the consumer runs once per batch before it inserts)
+and reads from EXPLAIN how many granules the bloom-filter index on ``dedup_key`` left to read. The
+baseline is the same probe against a copy of the first 200,000 CDRs (about the table bench/consumer.py
+loads into), in the same run. Prints the figures; writes nothing.
+
+Why: bench/consumer.py measures the consumer on a small table; the probe's cost grows with the table
+because the bloom filter (false-positive rate 0.001 per key) passes a granule as soon as any one of the
+batch's keys may be in it, so a 5,000-key batch reads nearly every granule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from consumers.load import ClickHouseSink  # noqa: E402
+from core import store  # noqa: E402
+from core.settings import Settings  # noqa: E402
+
+DB = "analytics_bench"
+SMALL = "dedup_probe_small"
+SIZES = (50, 500, 5_000)
+
+
+def granules_left(sink: ClickHouseSink, database: str, keys: list[int]) -> str:
+    """``read/total`` granules after the skip index, for the probe of ``keys``."""
+    listed = ",".join(map(str, keys))
+    plan = store.query_rows(sink.client, f"EXPLAIN indexes = 1 SELECT dedup_key FROM {database}.cdrs "
+                                         f"WHERE dedup_key IN [{listed}]")
+    lines = [str(row[0]).strip() for row in plan if "Granules:" in str(row[0])]
+    return lines[-1].removeprefix("Granules: ") if lines else "?"
+
+
+def probe_ms(sink: ClickHouseSink, keys: list[int], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.perf_counter()
+        sink.stored_notifications({"cdrs": keys})
+        best = min(best, time.perf_counter() - began)
+    return best * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="a store bench/analytics.py filled")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    if not (Path(args.data_dir) / "clickhouse").is_dir():
+        raise SystemExit(f"{args.data_dir} holds no store: run bench/analytics.py --data-dir {args.data_dir} first")
+    settings = Settings(data_dir=Path(args.data_dir), clickhouse_database=DB, auth="off", republish=False)
+    client = store.connect(settings)
+    with store.locked(client):
+        total = int(client.command(f"SELECT count() FROM {DB}.cdrs"))
+        client.command(f"DROP DATABASE IF EXISTS {SMALL}")
+        client.command(f"CREATE DATABASE {SMALL}")
+        client.command(f"CREATE TABLE {SMALL}.cdrs AS {DB}.cdrs")
+        client.command(f"INSERT INTO {SMALL}.cdrs SELECT * FROM {DB}.cdrs LIMIT 200000")
+        client.command(f"OPTIMIZE TABLE {SMALL}.cdrs FINAL")
+    big, small = ClickHouseSink(client, DB), ClickHouseSink(client, SMALL)
+    rng = random.Random(args.seed)
+    try:
+        for size in SIZES:
+            stored_big = [int(r[0]) for r in store.query_rows(
+                client, f"SELECT dedup_key FROM {DB}.cdrs ORDER BY rand({args.seed}) LIMIT {size // 2}")]
+            stored_small = [int(r[0]) for r in store.query_rows(
+                client, f"SELECT dedup_key FROM {SMALL}.cdrs ORDER BY rand({args.seed}) LIMIT {size // 2}")]
+            fresh = [rng.getrandbits(64) for _ in range(size - size // 2)]
+            keys_big, keys_small = sorted(stored_big + fresh), sorted(stored_small + fresh)
+            small_ms, big_ms = probe_ms(small, keys_small, args.repeat), probe_ms(big, keys_big, args.repeat)
+            print(f"  {size:>5} keys  200 k CDRs {small_ms:8.1f} ms ({granules_left(small, SMALL, keys_small)} "
+                  f"granules)   {total / 1e6:.0f} M CDRs {big_ms:8.1f} ms ({granules_left(big, DB, keys_big)} "
+                  f"granules)   x{big_ms / small_ms:6.1f}   {big_ms * 1000 / size:7.1f} us per key", flush=True)
+    finally:
+        with store.locked(client):
+            client.command(f"DROP DATABASE IF EXISTS {SMALL}")
+        store.close_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
