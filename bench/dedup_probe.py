@@ -3,15 +3,12 @@
     python bench/dedup_probe.py --data-dir DIR [--repeat 3]
 
 DIR is a store that ``bench/analytics.py --data-dir DIR`` filled (database ``analytics_bench``, 10 M CDRs
-by default). For batches of 50, 500 and 5,000 keys (half of them stored CDRs, half new), it times
-``ClickHouseSink.stored_notifications`` (the query the consumer runs once per batch before it inserts)
-and reads from EXPLAIN how many granules the bloom-filter index on ``dedup_key`` left to read. The
-baseline is the same probe against a copy of the first 200,000 CDRs (about the table bench/consumer.py
-loads into), in the same run. Prints the figures; writes nothing.
-
-Why: bench/consumer.py measures the consumer on a small table; the probe's cost grows with the table
-because the bloom filter (false-positive rate 0.001 per key) passes a granule as soon as any one of the
-batch's keys may be in it, so a 5,000-key batch reads nearly every granule.
+by default). For a batch of 5,000 keys of which 0, 50, 500 or 2,500 are stored CDRs (a fresh batch, a few
+re-pushes, many, a redelivered batch), it times ``ClickHouseSink.stored_notifications`` (the query the
+consumer runs once per batch before it inserts) and reads from EXPLAIN how many granules the
+bloom-filter index on ``dedup_key`` left to read. The baseline is the same probe against a copy of the
+first 200,000 CDRs (about the table bench/consumer.py loads into), in the same run. Prints the figures;
+writes nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +29,8 @@ from core.settings import Settings  # noqa: E402
 
 DB = "analytics_bench"
 SMALL = "dedup_probe_small"
-SIZES = (50, 500, 5_000)
+BATCH = 5_000
+STORED = (0, 50, 500, 2_500)  # keys of the batch that are stored CDRs
 
 
 def granules_left(sink: ClickHouseSink, database: str, keys: list[int]) -> str:
@@ -73,17 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     big, small = ClickHouseSink(client, DB), ClickHouseSink(client, SMALL)
     rng = random.Random(args.seed)
     try:
-        for size in SIZES:
+        for stored in STORED:
             stored_big = [int(r[0]) for r in store.query_rows(
-                client, f"SELECT dedup_key FROM {DB}.cdrs ORDER BY rand({args.seed}) LIMIT {size // 2}")]
+                client, f"SELECT dedup_key FROM {DB}.cdrs ORDER BY rand({args.seed}) LIMIT {stored}")]
             stored_small = [int(r[0]) for r in store.query_rows(
-                client, f"SELECT dedup_key FROM {SMALL}.cdrs ORDER BY rand({args.seed}) LIMIT {size // 2}")]
-            fresh = [rng.getrandbits(64) for _ in range(size - size // 2)]
+                client, f"SELECT dedup_key FROM {SMALL}.cdrs ORDER BY rand({args.seed}) LIMIT {stored}")]
+            fresh = [rng.getrandbits(64) for _ in range(BATCH - stored)]
             keys_big, keys_small = sorted(stored_big + fresh), sorted(stored_small + fresh)
             small_ms, big_ms = probe_ms(small, keys_small, args.repeat), probe_ms(big, keys_big, args.repeat)
-            print(f"  {size:>5} keys  200 k CDRs {small_ms:8.1f} ms ({granules_left(small, SMALL, keys_small)} "
-                  f"granules)   {total / 1e6:.0f} M CDRs {big_ms:8.1f} ms ({granules_left(big, DB, keys_big)} "
-                  f"granules)   x{big_ms / small_ms:6.1f}   {big_ms * 1000 / size:7.1f} us per key", flush=True)
+            print(f"  {BATCH} keys, {stored:>5} stored   200 k CDRs {small_ms:8.1f} ms "
+                  f"({granules_left(small, SMALL, keys_small)} granules)   {total / 1e6:.0f} M CDRs {big_ms:8.1f} ms "
+                  f"({granules_left(big, DB, keys_big)} granules)   x{big_ms / small_ms:6.1f}", flush=True)
     finally:
         with store.locked(client):
             client.command(f"DROP DATABASE IF EXISTS {SMALL}")
