@@ -93,7 +93,8 @@ SELECT
     hour,
     service,
     service_type,
-@mv_aggregates
+@mv_counts
+@mv_states
 FROM
 (
     SELECT
@@ -109,7 +110,8 @@ SELECT
     day,
     service,
     bind_num,
-@mv_aggregates
+@mv_counts
+@mv_states
 FROM
 (
     SELECT
@@ -126,7 +128,8 @@ SELECT
     service,
     subscription_id,
     bind_num,
-@mv_aggregates
+@mv_counts
+@mv_states
 FROM
 (
     SELECT
@@ -173,7 +176,8 @@ FROM
 (
     SELECT
         hour, app_key, service,
-@view_sums
+@view_sum_counts
+@view_sum_states
     FROM {db}.rollup_hourly
     GROUP BY hour, app_key, service
 );
@@ -188,7 +192,8 @@ FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service,
-@view_sums
+@view_sum_counts
+@view_sum_states
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service
 );
@@ -204,7 +209,8 @@ FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service, service_type,
-@view_sums
+@view_sum_counts
+@view_sum_states
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service, service_type
 );
@@ -222,7 +228,8 @@ FROM
     -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, bind_num,
-@view_final_columns
+@view_final_counts
+@view_final_states
     FROM {db}.rollup_by_number FINAL
 );
 
@@ -240,7 +247,8 @@ FROM
     -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, subscription_id, bind_num,
-@view_final_columns
+@view_final_counts
+@view_final_states
     FROM {db}.rollup_by_binding FINAL
 );
 

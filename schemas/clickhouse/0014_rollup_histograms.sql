@@ -43,7 +43,9 @@ FROM
 (
     SELECT
         hour, app_key, service,
-@view_sums_hist
+@view_sum_counts
+@view_hist_maps
+@view_hist_quantiles_r7
     FROM {db}.rollup_hourly
     GROUP BY hour, app_key, service
 );
@@ -58,7 +60,9 @@ FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service,
-@view_sums_hist
+@view_sum_counts
+@view_hist_maps
+@view_hist_quantiles_r7
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service
 );
@@ -74,7 +78,9 @@ FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service, service_type,
-@view_sums_hist
+@view_sum_counts
+@view_hist_maps
+@view_hist_quantiles_r7
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service, service_type
 );
@@ -92,7 +98,8 @@ FROM
     -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, bind_num,
-@view_final_columns_hist
+@view_final_counts
+@view_final_quantiles_r7
     FROM {db}.rollup_by_number FINAL
 );
 
@@ -110,7 +117,8 @@ FROM
     -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, subscription_id, bind_num,
-@view_final_columns_hist
+@view_final_counts
+@view_final_quantiles_r7
     FROM {db}.rollup_by_binding FINAL
 );
 
@@ -132,7 +140,8 @@ SELECT
     hour,
     service,
     service_type,
-@mv_aggregates_hist
+@mv_counts
+@mv_hist
 FROM
 (
     SELECT
@@ -148,7 +157,8 @@ SELECT
     day,
     service,
     bind_num,
-@mv_aggregates_hist
+@mv_counts
+@mv_hist
 FROM
 (
     SELECT
@@ -165,7 +175,8 @@ SELECT
     service,
     subscription_id,
     bind_num,
-@mv_aggregates_hist
+@mv_counts
+@mv_hist
 FROM
 (
     SELECT

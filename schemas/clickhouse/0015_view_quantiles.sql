@@ -23,7 +23,9 @@ FROM
 (
     SELECT
         hour, app_key, service,
-@view_sums_quantiles
+@view_sum_counts
+@view_hist_maps
+@view_hist_quantiles
     FROM {db}.rollup_hourly
     GROUP BY hour, app_key, service
 );
@@ -38,7 +40,9 @@ FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service,
-@view_sums_quantiles
+@view_sum_counts
+@view_hist_maps
+@view_hist_quantiles
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service
 );
@@ -54,7 +58,9 @@ FROM
 (
     SELECT
         toDate(hour) AS day, app_key, service, service_type,
-@view_sums_quantiles
+@view_sum_counts
+@view_hist_maps
+@view_hist_quantiles
     FROM {db}.rollup_hourly
     GROUP BY day, app_key, service, service_type
 );
@@ -72,7 +78,8 @@ FROM
     -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, bind_num,
-@view_final_columns_quantiles
+@view_final_counts
+@view_final_quantiles
     FROM {db}.rollup_by_number FINAL
 );
 
@@ -90,6 +97,7 @@ FROM
     -- the view's types are those of 0004, not SimpleAggregateFunction)
     SELECT
         day, app_key, service, subscription_id, bind_num,
-@view_final_columns_quantiles
+@view_final_counts
+@view_final_quantiles
     FROM {db}.rollup_by_binding FINAL
 );

@@ -3,6 +3,8 @@
 -- schemas/migrate.py before anything else (the checksum is that of the expanded text). A block runs
 -- from its ``-- @block name`` line to the next one or the end of the file, its last newline excluded.
 -- Every block keeps its indentation: it is pasted as it stands.
+-- Several @name lines in a row paste their blocks one after the other: the sums every view and
+-- materialized view shares are one block, the quantile columns of each migration another.
 
 -- @block rollup_columns
     attempts           SimpleAggregateFunction(sum, UInt64),
@@ -25,7 +27,7 @@
     pdd_quantiles      AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64),
     ring_quantiles     AggregateFunction(quantilesExactWeightedInterpolated(0.5, 0.95), Nullable(UInt32), UInt64)
 
--- @block mv_aggregates
+-- @block mv_counts
     count() AS attempts,
     sum(is_answered) AS answered,
     sum(is_seizure) AS seizures,
@@ -43,8 +45,14 @@
     count(pdd_ms) AS pdd_samples,
     sum(toUInt64(ifNull(pdd_ms, 0))) AS pdd_ms_sum,
     sum(toUInt64(has_recording)) AS recordings,
+
+-- @block mv_states
     quantilesExactWeightedInterpolatedState(0.5, 0.95)(pdd_ms, toUInt64(1)) AS pdd_quantiles,
     quantilesExactWeightedInterpolatedState(0.5, 0.95)(ring_seconds, toUInt64(1)) AS ring_quantiles
+
+-- @block mv_hist
+    sumMapIf(([toUInt32(assumeNotNull(pdd_ms))], [toUInt64(1)]), pdd_ms IS NOT NULL) AS pdd_hist,
+    sumMapIf(([toUInt32(assumeNotNull(ring_seconds))], [toUInt64(1)]), ring_seconds IS NOT NULL) AS ring_hist
 
 -- @block mv_call_flags
         toUInt64(answered) AS is_answered,
@@ -85,7 +93,7 @@
     if(ring_samples = 0, NULL, ring_q[2]) AS ring_p95_seconds,
     recordings
 
--- @block view_sums
+-- @block view_sum_counts
         sum(attempts) AS attempts,
         sum(answered) AS answered,
         sum(seizures) AS seizures,
@@ -103,70 +111,16 @@
         sum(pdd_samples) AS pdd_samples,
         sum(pdd_ms_sum) AS pdd_ms_sum,
         sum(recordings) AS recordings,
+
+-- @block view_sum_states
         quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(pdd_quantiles) AS pdd_q,
         quantilesExactWeightedInterpolatedMerge(0.5, 0.95)(ring_quantiles) AS ring_q
 
--- @block view_final_columns
-        toUInt64(attempts) AS attempts,
-        toUInt64(answered) AS answered,
-        toUInt64(seizures) AS seizures,
-        toUInt64(refused) AS refused,
-        toUInt64(ner_numerator) AS ner_numerator,
-        toUInt64(failed) AS failed,
-        toUInt64(user_busy) AS user_busy,
-        toUInt64(no_answer) AS no_answer,
-        toUInt64(user_rejected) AS user_rejected,
-        toUInt64(talk_seconds_sum) AS talk_seconds_sum,
-        toUInt64(setup_samples) AS setup_samples,
-        toUInt64(setup_seconds_sum) AS setup_seconds_sum,
-        toUInt64(ring_samples) AS ring_samples,
-        toUInt64(ring_seconds_sum) AS ring_seconds_sum,
-        toUInt64(pdd_samples) AS pdd_samples,
-        toUInt64(pdd_ms_sum) AS pdd_ms_sum,
-        toUInt64(recordings) AS recordings,
-        finalizeAggregation(pdd_quantiles) AS pdd_q, finalizeAggregation(ring_quantiles) AS ring_q
-
--- @block mv_aggregates_hist
-    count() AS attempts,
-    sum(is_answered) AS answered,
-    sum(is_seizure) AS seizures,
-    sum(is_refused) AS refused,
-    sum(is_effective) AS ner_numerator,
-    sum(is_failed) AS failed,
-    sum(is_user_busy) AS user_busy,
-    sum(is_no_answer) AS no_answer,
-    sum(is_user_rejected) AS user_rejected,
-    sum(toUInt64(talk_seconds)) AS talk_seconds_sum,
-    count(setup_seconds) AS setup_samples,
-    sum(toUInt64(ifNull(setup_seconds, 0))) AS setup_seconds_sum,
-    count(ring_seconds) AS ring_samples,
-    sum(toUInt64(ifNull(ring_seconds, 0))) AS ring_seconds_sum,
-    count(pdd_ms) AS pdd_samples,
-    sum(toUInt64(ifNull(pdd_ms, 0))) AS pdd_ms_sum,
-    sum(toUInt64(has_recording)) AS recordings,
-    sumMapIf(([toUInt32(assumeNotNull(pdd_ms))], [toUInt64(1)]), pdd_ms IS NOT NULL) AS pdd_hist,
-    sumMapIf(([toUInt32(assumeNotNull(ring_seconds))], [toUInt64(1)]), ring_seconds IS NOT NULL) AS ring_hist
-
--- @block view_sums_hist
-        sum(attempts) AS attempts,
-        sum(answered) AS answered,
-        sum(seizures) AS seizures,
-        sum(refused) AS refused,
-        sum(ner_numerator) AS ner_numerator,
-        sum(failed) AS failed,
-        sum(user_busy) AS user_busy,
-        sum(no_answer) AS no_answer,
-        sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum,
-        sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum,
-        sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum,
-        sum(pdd_samples) AS pdd_samples,
-        sum(pdd_ms_sum) AS pdd_ms_sum,
-        sum(recordings) AS recordings,
+-- @block view_hist_maps
         sumMap(pdd_hist) AS pdd_h,
         sumMap(ring_hist) AS ring_h,
+
+-- @block view_hist_quantiles_r7
         arrayMap(pos -> arrayElement(pdd_h.1, arrayFirstIndex(c -> c > floor(pos), arrayCumSum(pdd_h.2)))
                 + (pos - floor(pos)) * (arrayElement(pdd_h.1, arrayFirstIndex(c -> c > ceil(pos), arrayCumSum(pdd_h.2)))
                     - arrayElement(pdd_h.1, arrayFirstIndex(c -> c > floor(pos), arrayCumSum(pdd_h.2)))),
@@ -176,7 +130,11 @@
                     - arrayElement(ring_h.1, arrayFirstIndex(c -> c > floor(pos), arrayCumSum(ring_h.2)))),
             arrayMap(p -> (toFloat64(arraySum(ring_h.2)) - 1) * p, [0.5, 0.95])) AS ring_q
 
--- @block view_final_columns_hist
+-- @block view_hist_quantiles
+        arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', pdd_h.1, pdd_h.2) AS pdd_q,
+        arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', ring_h.1, ring_h.2) AS ring_q
+
+-- @block view_final_counts
         toUInt64(attempts) AS attempts,
         toUInt64(answered) AS answered,
         toUInt64(seizures) AS seizures,
@@ -194,6 +152,11 @@
         toUInt64(pdd_samples) AS pdd_samples,
         toUInt64(pdd_ms_sum) AS pdd_ms_sum,
         toUInt64(recordings) AS recordings,
+
+-- @block view_final_states
+        finalizeAggregation(pdd_quantiles) AS pdd_q, finalizeAggregation(ring_quantiles) AS ring_q
+
+-- @block view_final_quantiles_r7
         arrayMap(pos -> arrayElement(pdd_hist.1, arrayFirstIndex(c -> c > floor(pos), arrayCumSum(pdd_hist.2)))
                 + (pos - floor(pos)) * (arrayElement(pdd_hist.1, arrayFirstIndex(c -> c > ceil(pos), arrayCumSum(pdd_hist.2)))
                     - arrayElement(pdd_hist.1, arrayFirstIndex(c -> c > floor(pos), arrayCumSum(pdd_hist.2)))),
@@ -203,46 +166,6 @@
                     - arrayElement(ring_hist.1, arrayFirstIndex(c -> c > floor(pos), arrayCumSum(ring_hist.2)))),
             arrayMap(p -> (toFloat64(arraySum(ring_hist.2)) - 1) * p, [0.5, 0.95])) AS ring_q
 
--- @block view_sums_quantiles
-        sum(attempts) AS attempts,
-        sum(answered) AS answered,
-        sum(seizures) AS seizures,
-        sum(refused) AS refused,
-        sum(ner_numerator) AS ner_numerator,
-        sum(failed) AS failed,
-        sum(user_busy) AS user_busy,
-        sum(no_answer) AS no_answer,
-        sum(user_rejected) AS user_rejected,
-        sum(talk_seconds_sum) AS talk_seconds_sum,
-        sum(setup_samples) AS setup_samples,
-        sum(setup_seconds_sum) AS setup_seconds_sum,
-        sum(ring_samples) AS ring_samples,
-        sum(ring_seconds_sum) AS ring_seconds_sum,
-        sum(pdd_samples) AS pdd_samples,
-        sum(pdd_ms_sum) AS pdd_ms_sum,
-        sum(recordings) AS recordings,
-        sumMap(pdd_hist) AS pdd_h,
-        sumMap(ring_hist) AS ring_h,
-        arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', pdd_h.1, pdd_h.2) AS pdd_q,
-        arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', ring_h.1, ring_h.2) AS ring_q
-
--- @block view_final_columns_quantiles
-        toUInt64(attempts) AS attempts,
-        toUInt64(answered) AS answered,
-        toUInt64(seizures) AS seizures,
-        toUInt64(refused) AS refused,
-        toUInt64(ner_numerator) AS ner_numerator,
-        toUInt64(failed) AS failed,
-        toUInt64(user_busy) AS user_busy,
-        toUInt64(no_answer) AS no_answer,
-        toUInt64(user_rejected) AS user_rejected,
-        toUInt64(talk_seconds_sum) AS talk_seconds_sum,
-        toUInt64(setup_samples) AS setup_samples,
-        toUInt64(setup_seconds_sum) AS setup_seconds_sum,
-        toUInt64(ring_samples) AS ring_samples,
-        toUInt64(ring_seconds_sum) AS ring_seconds_sum,
-        toUInt64(pdd_samples) AS pdd_samples,
-        toUInt64(pdd_ms_sum) AS pdd_ms_sum,
-        toUInt64(recordings) AS recordings,
+-- @block view_final_quantiles
         arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', pdd_hist.1, pdd_hist.2) AS pdd_q,
         arrayReduce('quantilesExactWeightedInterpolated(0.5, 0.95)', ring_hist.1, ring_hist.2) AS ring_q
