@@ -31,6 +31,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from clickhouse_connect.driver.client import Client  # noqa: E402
 
 from core import store  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from schemas.migrate import apply_migrations, discover, placeholders, render  # noqa: E402
+from schemas.migrate import Migration, apply_migrations, discover, placeholders, render  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "analytics.json"
 CHUNK = 1_000_000
@@ -190,18 +191,25 @@ def generate(client: Client, db: str, calls: int, *, days: int = 30, apps: int =
 def create_before_views(client: Client, db: str) -> str:
     """The views the migrations before the rollups define (over ``cdrs FINAL``), created in
     ``<db>_before`` over ``<db>.cdrs``; returns that database."""
-    before = f"{db}_before"
     rollup_version = next(m.version for m in discover() if m.name == "rollups")
-    statements = [s for m in discover() if m.version < rollup_version for s in render(m.text(), placeholders(db))]
+    before = f"{db}_before"
+    create_views(client, db, [m for m in discover() if m.version < rollup_version], before)
+    return before
+
+
+def create_views(client: Client, db: str, migrations: list[Migration], target: str) -> int:
+    """The views ``migrations`` define, created in database ``target`` (a view they read is the one in
+    ``target``, a table the one in ``db``); returns how many."""
+    statements = [s for m in migrations for s in render(m.text(), placeholders(db))]
     views = [s for s in statements if re.match(r"CREATE (OR REPLACE )?VIEW ", s)]
     names = [re.match(r"CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?[\w]+\.(\w+)", s).group(1) for s in views]  # type: ignore[union-attr]
     with store.locked(client):
-        client.command(f"CREATE DATABASE IF NOT EXISTS {before}")
+        client.command(f"CREATE DATABASE IF NOT EXISTS {target}")
         for stmt in views:
             for name in names:
-                stmt = re.sub(rf"\b{db}\.{name}\b", f"{before}.{name}", stmt)
+                stmt = re.sub(rf"\b{db}\.{name}\b", f"{target}.{name}", stmt)
             client.command(stmt)
-    return before
+    return len(views)
 
 
 def queries(db: str, app: str, day: date) -> dict[str, dict[str, str]]:
@@ -222,27 +230,33 @@ def queries(db: str, app: str, day: date) -> dict[str, dict[str, str]]:
     return out
 
 
-def timed(client: Client, sql: str, repeat: int) -> tuple[float, int]:
-    """Min wall time of ``repeat`` runs (s), the rows fetched into Python, and the rows returned."""
-    best, rows = float("inf"), 0
+def best_of(repeat: int, call: Callable[[], object]) -> float:
+    """Min wall time (s) of ``repeat`` calls."""
+    best = float("inf")
     for _ in range(repeat):
         began = time.perf_counter()
-        with store.locked(client):
-            rows = len(client.query(sql).result_rows)
+        call()
         best = min(best, time.perf_counter() - began)
-    return best, rows
+    return best
+
+
+def timed(client: Client, sql: str, repeat: int) -> tuple[float, int]:
+    """Min wall time of ``repeat`` runs (s), the rows fetched into Python, and the rows returned."""
+    rows = [0]
+
+    def fetch() -> None:
+        with store.locked(client):
+            rows[0] = len(client.query(sql).result_rows)
+    return best_of(repeat, fetch), rows[0]
 
 
 def engine_timed(client: Client, sql: str, repeat: int) -> float:
     """Min wall time of ``repeat`` runs (s) of the query alone: the engine computes every row and column and
     discards them (FORMAT Null), so no client decodes them. What a view costs, apart from its reader."""
-    best = float("inf")
-    for _ in range(repeat):
-        began = time.perf_counter()
+    def run() -> None:
         with store.locked(client):
             client.raw_query(sql, fmt="Null")
-        best = min(best, time.perf_counter() - began)
-    return best
+    return best_of(repeat, run)
 
 
 def quantile_error(client: Client, db: str) -> dict[str, Any]:

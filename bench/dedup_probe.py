@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.analytics import best_of  # noqa: E402
 from consumers.load import ClickHouseSink  # noqa: E402
 from core import store  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -43,12 +43,7 @@ def granules_left(sink: ClickHouseSink, database: str, keys: list[int]) -> str:
 
 
 def probe_ms(sink: ClickHouseSink, keys: list[int], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        began = time.perf_counter()
-        sink.stored_notifications({"cdrs": keys})
-        best = min(best, time.perf_counter() - began)
-    return best * 1000
+    return best_of(repeat, lambda: sink.stored_notifications({"cdrs": keys})) * 1000
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,7 @@ Writes nothing; prints one line per query with both times and their ratio.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,35 +21,26 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import chdb.session  # noqa: E402
+from clickhouse_connect.driver.client import Client  # noqa: E402
+from clickhouse_connect.driver.exceptions import DatabaseError  # noqa: E402
 
-from bench.analytics import VIEWS, first_day, queries  # noqa: E402
-from schemas.migrate import discover, expand, placeholders, render  # noqa: E402
+from bench.analytics import VIEWS, create_views, engine_timed, first_day, queries  # noqa: E402
+from core import store  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from schemas.migrate import discover  # noqa: E402
 
 DB = "analytics_bench"
 
 
-def create_views(session: chdb.session.Session, version: int) -> str:
+def create_version(client: Client, version: int) -> str:
     """The views of migration ``version`` in database ``views_<version>``; its name."""
     target = f"views_{version}"
     migration = next((m for m in discover() if m.version == version), None)
     if migration is None:
         raise SystemExit(f"no migration {version} in schemas/clickhouse")
-    session.query(f"CREATE DATABASE IF NOT EXISTS {target}")
-    made = 0
-    for statement in render(expand(migration.path.read_text()), placeholders(DB)):
-        if statement.lstrip().upper().startswith("CREATE OR REPLACE VIEW"):
-            session.query(re.sub(rf"VIEW {DB}\.", f"VIEW {target}.", statement, count=1))
-            made += 1
-    if not made:
+    if not create_views(client, DB, [migration], target):
         raise SystemExit(f"migration {version} defines no view (CREATE OR REPLACE VIEW)")
     return target
-
-
-def timed_once(session: chdb.session.Session, sql: str) -> float:
-    began = time.perf_counter()
-    session.query(sql, "Null")
-    return time.perf_counter() - began
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.data_dir) / "clickhouse"
     if not path.is_dir():
         raise SystemExit(f"{path} is not a store: run bench/analytics.py --data-dir {args.data_dir} first")
-    session = chdb.session.Session(str(path))
-    old, new = create_views(session, args.old), create_views(session, args.new)
+    client = store.connect(Settings(data_dir=Path(args.data_dir), clickhouse_database=DB, auth="off", republish=False))
+    old, new = create_version(client, args.old), create_version(client, args.new)
     day = first_day(args.days) + timedelta(days=args.days // 2)
     sql = queries("{db}", "bench-app-0", day)
     for view in VIEWS:
@@ -75,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
                 times = {old: float("inf"), new: float("inf")}
                 for _ in range(args.repeat):
                     for db, best in times.items():
-                        times[db] = min(best, timed_once(session, text.replace("{db}", db)))
-            except RuntimeError as exc:  # chDB's error: a view one of the migrations does not define
+                        times[db] = min(best, engine_timed(client, text.replace("{db}", db), 1))
+            except DatabaseError as exc:  # a view one of the migrations does not define
                 print(f"  {view:<20} {scope:<16} skipped: {str(exc).splitlines()[0][:100]}")
                 continue
             print(f"  {view:<20} {scope:<16} {args.old:04d} {times[old] * 1000:8.1f} ms   "
                   f"{args.new:04d} {times[new] * 1000:8.1f} ms   x{times[old] / times[new]:5.2f}", flush=True)
-    session.close()
+    store.close_all()
     return 0
 
 
