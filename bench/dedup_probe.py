@@ -7,8 +7,10 @@ by default). For a batch of 5,000 keys of which 0, 50, 500 or 2,500 are stored C
 re-pushes, many, a redelivered batch), it times ``ClickHouseSink.stored_notifications`` (the query the
 consumer runs once per batch before it inserts) and reads from EXPLAIN how many granules the
 bloom-filter index on ``dedup_key`` left to read. The baseline is the same probe against a copy of the
-first 200,000 CDRs (about the table bench/consumer.py loads into), in the same run. Prints the figures;
-writes nothing.
+first 200,000 CDRs (about the table bench/consumer.py loads into), in the same run, and the probe as it
+was before 0016_raw_digest (the digest computed from the stored ``raw``), on the same keys. Prints the
+figures; writes nothing. Run ``ALTER TABLE analytics_bench.cdrs MATERIALIZE COLUMN raw_digest`` on a
+store generated before 0016 (its parts compute the digest from ``raw`` until then).
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ def probe_ms(sink: ClickHouseSink, keys: list[int], repeat: int) -> float:
     return best_of(repeat, lambda: sink.stored_notifications({"cdrs": keys})) * 1000
 
 
+def probe_from_raw_ms(sink: ClickHouseSink, database: str, keys: list[int], repeat: int) -> float:
+    """The probe as it was before 0016_raw_digest: the digest computed from the stored ``raw``."""
+    sql = (f"SELECT dedup_key, any(notification_id), any(hex(MD5(raw))) FROM {database}.cdrs "
+           "WHERE dedup_key IN {keys:Array(UInt64)} GROUP BY dedup_key")
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.perf_counter()
+        store.query_rows(sink.client, sql, {"keys": store.uint64_array(keys)})
+        best = min(best, time.perf_counter() - began)
+    return best * 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="a store bench/analytics.py filled")
@@ -74,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             fresh = [rng.getrandbits(64) for _ in range(BATCH - stored)]
             keys_big, keys_small = sorted(stored_big + fresh), sorted(stored_small + fresh)
             small_ms, big_ms = probe_ms(small, keys_small, args.repeat), probe_ms(big, keys_big, args.repeat)
+            before_ms = probe_from_raw_ms(big, DB, keys_big, args.repeat)
             print(f"  {BATCH} keys, {stored:>5} stored   200 k CDRs {small_ms:8.1f} ms "
                   f"({granules_left(small, SMALL, keys_small)} granules)   {total / 1e6:.0f} M CDRs {big_ms:8.1f} ms "
-                  f"({granules_left(big, DB, keys_big)} granules)   x{big_ms / small_ms:6.1f}", flush=True)
+                  f"({granules_left(big, DB, keys_big)} granules)   x{big_ms / small_ms:6.1f}   "
+                  f"digest from raw (before 0016) {before_ms:8.1f} ms  x{before_ms / big_ms:5.1f}", flush=True)
     finally:
         with store.locked(client):
             client.command(f"DROP DATABASE IF EXISTS {SMALL}")

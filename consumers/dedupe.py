@@ -223,8 +223,9 @@ class _Generation:
 
 # --- conflicting CDRs: one business key, other content ------------------------------------------
 def content_digest(raw: str) -> str:
-    """The MD5 of a stored ``raw`` as ClickHouse's ``hex(MD5(raw))`` writes it."""
-    return hashlib.md5(raw.encode(), usedforsecurity=False).hexdigest().upper()
+    """The digest of ``raw`` as ``cdrs.raw_digest`` stores it (``reinterpretAsUInt64(MD5(raw))``: the
+    first 8 bytes of the MD5, little-endian), in decimal."""
+    return str(int.from_bytes(hashlib.md5(raw.encode(), usedforsecurity=False).digest()[:8], "little"))
 
 
 def differing_fields(stored_raw: str, raw: str) -> list[str]:

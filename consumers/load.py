@@ -126,7 +126,8 @@ class ClickHouseSink:
     def stored_notifications(self, wanted: Mapping[str, Iterable[int]]) -> dict[str, dict[int, tuple[str, str]]]:
         """For each table, the keys of ``wanted`` already stored, with the notification that stored them
         (a redelivered record finds its own rows: stored, maybe not yet published) and, for ``cdrs``, the
-        MD5 of the stored ``raw`` (``content_digest``: a CDR under a stored key with other content). One
+        digest of the stored ``raw`` (``raw_digest``, stored at insert; ``content_digest`` computes it for
+        an incoming CDR: a CDR under a stored key with other content). One
         query for every table (each query has a fixed cost in the engine); the keys are bound values."""
         found: dict[str, dict[int, tuple[str, str]]] = {table: {} for table in wanted}
         parts: list[str] = []
@@ -137,7 +138,7 @@ class ClickHouseSink:
                 continue
             n = len(parts)
             bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(ordered)
-            digest = "any(hex(MD5(raw)))" if table == "cdrs" else "''"
+            digest = "toString(any(raw_digest))" if table == "cdrs" else "''"
             parts.append(f"SELECT {{t{n}:String}}, dedup_key, any(notification_id), {digest} "
                          f"FROM {self.database}.{table} WHERE dedup_key IN {{k{n}:Array(UInt64)}} GROUP BY dedup_key")
         if not parts:
