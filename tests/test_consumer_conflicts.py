@@ -11,6 +11,7 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from consumers.dedupe import content_digest
 from consumers.load import ClickHouseSink
 from consumers.metrics import ConsumerMetrics
 from consumers.pipeline import Pipeline
@@ -61,3 +62,17 @@ def test_conflicting_cdrs_are_resolved_by_rule_counted_and_queryable(settings: S
     assert store.query_rows(client, f"SELECT count() FROM {db}.cdrs") == [(2,)]
     assert store.query_rows(client, f"SELECT differing_fields FROM {db}.cdr_conflicts WHERE icid = 'icid-2'") == [
         (["ulFailReason"],)]
+
+
+def test_stored_raw_digest_is_the_digest_the_loader_computes(settings: Settings) -> None:
+    """cdrs.raw_digest (0016_raw_digest, computed by the engine at insert) equals consumers.dedupe.content_digest
+    of the stored raw: the probe compares one with the other, so a mismatch would turn every identical
+    re-push into a conflict."""
+    client = store.connect(settings)
+    apply_migrations(settings, client)
+    db = settings.clickhouse_database
+    first = orjson.loads(sample_bytes("voice_notify_cdr_single.json"))["feeLst"][0]
+    deliver(settings, client, fee_push([first, {**first, "icid": "icid-3", "callerNum": "+8613800000999"}]))
+    rows = store.query_rows(client, f"SELECT raw, toString(raw_digest) FROM {db}.cdrs")
+    assert len(rows) == 2
+    assert all(digest == content_digest(raw) for raw, digest in rows), rows
