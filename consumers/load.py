@@ -85,6 +85,7 @@ class ClickHouseSink:
         self.arrow = arrow  # insert Arrow blocks where every column type maps (else clickhouse-connect's Native)
         self._columns: dict[str, list[str]] = {}
         self._schemas: dict[str, pa.Schema | None] = {}
+        self._digest_sql: str | None = None
 
     def columns(self, table: str) -> list[str]:
         """Columns without a DEFAULT expression (those are filled by ClickHouse, e.g. loaded_at)."""
@@ -138,7 +139,7 @@ class ClickHouseSink:
                 continue
             n = len(parts)
             bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(ordered)
-            digest = "toString(any(raw_digest))" if table == "cdrs" else "''"
+            digest = self._cdr_digest_sql() if table == "cdrs" else "''"
             parts.append(f"SELECT {{t{n}:String}}, dedup_key, any(notification_id), {digest} "
                          f"FROM {self.database}.{table} WHERE dedup_key IN {{k{n}:Array(UInt64)}} GROUP BY dedup_key")
         if not parts:
@@ -151,6 +152,17 @@ class ClickHouseSink:
         for table, key, notification_id, content in _guard(run):
             found[table][int(key)] = (str(notification_id), str(content))
         return found
+
+    def _cdr_digest_sql(self) -> str:
+        """The probe's digest of a stored CDR: the stored ``raw_digest`` (0016_raw_digest), or, on a store
+        migrated only to an earlier version, the same value computed from ``raw`` (slower: it reads raw)."""
+        if self._digest_sql is None:
+            sql = ("SELECT count() FROM system.columns WHERE database = {db:String} AND table = 'cdrs' "
+                   "AND name = 'raw_digest'")
+            has = self._rows(sql, {"db": self.database})[0][0]
+            self._digest_sql = ("toString(any(raw_digest))" if has
+                                else "toString(any(reinterpretAsUInt64(MD5(raw))))")
+        return self._digest_sql
 
     def stored_raw(self, table: str, keys: Iterable[int]) -> dict[int, str]:
         """The stored ``raw`` of each key (few keys: the conflicting ones)."""

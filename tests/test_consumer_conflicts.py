@@ -18,7 +18,7 @@ from consumers.pipeline import Pipeline
 from core import store
 from core.settings import Settings
 from schemas.avro_codec import encode
-from schemas.migrate import apply_migrations
+from schemas.migrate import apply_migrations, discover
 from tests.conftest import TEST_APP_KEY, sample_bytes
 
 
@@ -76,3 +76,20 @@ def test_stored_raw_digest_is_the_digest_the_loader_computes(settings: Settings)
     rows = store.query_rows(client, f"SELECT raw, toString(raw_digest) FROM {db}.cdrs")
     assert len(rows) == 2
     assert all(digest == content_digest(raw) for raw, digest in rows), rows
+
+
+def test_a_store_without_raw_digest_still_tells_a_duplicate_from_a_conflict(settings: Settings) -> None:
+    """A consumer against a store migrated only to a version before 0016_raw_digest (say, a rolling
+    upgrade): the probe computes the same digest from `raw`, so an identical re-push stays a duplicate
+    and other content is still a conflict."""
+    client = store.connect(settings)
+    digest_version = next(m.version for m in discover() if m.label.endswith("raw_digest"))
+    apply_migrations(settings, client, upto=digest_version - 1)
+    db = settings.clickhouse_database
+    assert store.query_rows(client, f"SELECT count() FROM system.columns WHERE database = '{db}' "
+                                    "AND table = 'cdrs' AND name = 'raw_digest'") == [(0,)]
+    first = orjson.loads(sample_bytes("voice_notify_cdr_single.json"))["feeLst"][0]
+    assert conflicts(deliver(settings, client, fee_push([first]))) is None
+    assert conflicts(deliver(settings, client, fee_push([first]))) is None  # identical: a duplicate
+    assert conflicts(deliver(settings, client, fee_push([{**first, "ttsPlayTimes": 3}]))) == 1
+    assert store.query_rows(client, f"SELECT count() FROM {db}.cdrs") == [(1,)]
