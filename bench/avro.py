@@ -6,7 +6,8 @@ Paths measured (the baseline is what the code does without its fast path, i.e. f
 ``schemas.avro_codec``):
   raw_envelope write  schemas.avro_envelope.encode_raw_envelope  vs  avro_codec.encode("raw_envelope")
   raw_envelope read   schemas.avro_envelope.read_raw_envelope    vs  fastavro.schemaless_reader into the same
-                      tuple (received_at read as a plain long, so fastavro builds no datetime either)
+                      tuple (received_at read as a plain long, so fastavro builds no datetime either): the
+                      C reader when it is built, and ``_python`` the Python reader (read_raw_envelope_py)
   <schema> rows       schemas.avro_rows.row_encoder(<schema>, as_text=("dedup_key",))  vs  avro_codec.encode
                       with the int dedup_key turned to text first (cdr, call_event, number_status): the C
                       writer (schemas/_avro_rows.c) when it is built, and ``_python`` its Python writer
@@ -39,8 +40,8 @@ if str(ROOT) not in sys.path:
 import fastavro  # noqa: E402
 
 from schemas.avro_codec import decode, encode, schema_json  # noqa: E402
-from schemas.avro_envelope import encode_raw_envelope, read_raw_envelope  # noqa: E402
-from schemas import avro_rows  # noqa: E402
+from schemas.avro_envelope import encode_raw_envelope, read_raw_envelope, read_raw_envelope_py  # noqa: E402
+from schemas import avro_envelope, avro_rows  # noqa: E402
 from schemas.avro_rows import row_encoder  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "avro.json"
@@ -144,7 +145,9 @@ def run(records: int, repeats: int, seed: int = 7) -> dict[str, Any]:
     generic_read = fastavro_envelope_reader()
     assert [read_raw_envelope(p) for p in payloads] == [generic_read(p) for p in payloads], "fields differ"
     assert decode(payloads[0])[1]["id"] == envelopes[0]["id"]
-    results["raw_envelope_read"] = compare(read_raw_envelope, generic_read, payloads, repeats)
+    assert [read_raw_envelope_py(p) for p in payloads] == [generic_read(p) for p in payloads], "Python reader differs"
+    results["raw_envelope_read"] = compare(read_raw_envelope, generic_read, payloads, repeats)  # C when built
+    results["raw_envelope_read_python"] = compare(read_raw_envelope_py, generic_read, payloads, repeats)
 
     for schema in ROW_SCHEMAS:
         batch = rows(schema, records, rng)
@@ -165,6 +168,7 @@ def run(records: int, repeats: int, seed: int = 7) -> dict[str, Any]:
         "setup": {
             "records": records, "repeats": repeats, "fastavro": fastavro.__version__,
             "c_writer_built": avro_rows.write_row is not None,
+            "c_reader_built": avro_envelope._read_envelope_c is not None,
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "loadavg_before": load_before, "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
             "at": datetime.now(UTC).isoformat(timespec="seconds"),

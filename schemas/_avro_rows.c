@@ -1,12 +1,20 @@
-/* The flat-row Avro writer of schemas/avro_rows.py, in C.
+/* The flat-row Avro writer of schemas/avro_rows.py, and the raw envelope reader of
+ * schemas/avro_envelope.py, in C.
  *
  * plan = make_plan(header, fields); write_row(plan, row) -> bytes | None
+ * read_envelope(payload, prefix) -> the 10 fields | None
  *
  * fields is a tuple of (field name, kind, lo, hi) tuples (kinds as in avro_rows.py: 0 string, 1 int,
  * 2 long, 3 ["null", int], 4 ["null", long], 5 date, 6 int-or-str written as text). The body is the
  * header followed by each field: zig-zag varints and length-prefixed UTF-8, exactly what the Python
  * writer (and fastavro) write. None means "not for this writer" (a missing field, a value of another
  * type or out of range): the caller then takes the Python path, which raises fastavro's errors.
+ *
+ * read_envelope reads a raw_envelope record whose first bytes are `prefix` (marker + the writer schema's
+ * fingerprint): nine strings with a long (received_at) second and bytes (body) last, as a tuple. None for
+ * any other record and for any record it cannot read whole (another prefix, truncated, a varint longer
+ * than 9 bytes, invalid UTF-8, trailing bytes are ignored as in Python): the Python reader then answers,
+ * with its own errors, so both readers agree on every input.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -195,13 +203,72 @@ done:
     return result;
 }
 
+/* An Avro long at *pos: 0 and the value, or -1 when it runs past end or is longer than 9 bytes. */
+static int get_long(const unsigned char *p, Py_ssize_t end, Py_ssize_t *pos, long long *value) {
+    uint64_t n = 0;
+    for (int shift = 0; shift < 63; shift += 7) {
+        if (*pos >= end) return -1;
+        unsigned char byte = p[(*pos)++];
+        n |= (uint64_t)(byte & 0x7F) << shift;
+        if (!(byte & 0x80)) {
+            *value = (long long)(n >> 1) ^ -(long long)(n & 1);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static PyObject *read_envelope(PyObject *self, PyObject *args) {
+    Py_buffer view, prefix;
+    if (!PyArg_ParseTuple(args, "y*y*", &view, &prefix)) return NULL;
+    const unsigned char *p = view.buf;
+    Py_ssize_t end = view.len, pos = prefix.len;
+    PyObject *out = NULL;
+    if (end < prefix.len || memcmp(p, prefix.buf, (size_t)prefix.len) != 0) goto other;
+    out = PyTuple_New(10);
+    if (out == NULL) goto done;
+    for (Py_ssize_t i = 0; i < 10; i++) {
+        long long n;
+        if (get_long(p, end, &pos, &n) < 0) goto other;
+        PyObject *item;
+        if (i == 1) {
+            item = PyLong_FromLongLong(n);
+        } else {
+            if (n < 0 || n > end - pos) goto other;
+            const char *start = (const char *)p + pos;
+            pos += (Py_ssize_t)n;
+            if (i == 9) {
+                item = PyBytes_FromStringAndSize(start, (Py_ssize_t)n);
+            } else {
+                item = PyUnicode_DecodeUTF8(start, (Py_ssize_t)n, NULL);
+                if (item == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    PyErr_Clear();
+                    goto other;
+                }
+            }
+        }
+        if (item == NULL) { Py_CLEAR(out); goto done; }
+        PyTuple_SET_ITEM(out, i, item);
+    }
+    goto done;
+other:
+    Py_XDECREF(out);
+    out = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&prefix);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"make_plan", make_plan, METH_VARARGS, "make_plan(header, ((field, kind, lo, hi), ...)) -> plan"},
     {"write_row", write_row, METH_VARARGS, "write_row(plan, row) -> bytes, or None for the Python path"},
+    {"read_envelope", read_envelope, METH_VARARGS,
+     "read_envelope(payload, prefix) -> the raw envelope's 10 fields, or None for the Python path"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_avro_rows", "Flat-row Avro writer (C)", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_avro_rows", "Flat-row Avro writer and raw envelope reader (C)", -1, methods};
 
 PyMODINIT_FUNC PyInit__avro_rows(void) {
     PyDateTime_IMPORT;

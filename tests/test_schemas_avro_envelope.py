@@ -4,6 +4,7 @@ and serve only the writer schema whose fingerprint they know."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from schemas import avro_envelope
 from schemas.avro_codec import MARKER, decode, encode, schema_fingerprint
-from schemas.avro_envelope import FAST_FINGERPRINT, encode_raw_envelope, read_raw_envelope
+from schemas.avro_envelope import FAST_FINGERPRINT, encode_raw_envelope, read_raw_envelope, read_raw_envelope_py
 
 moments = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
 texts = st.text(max_size=40)
@@ -68,3 +69,38 @@ def test_truncated_and_corrupt_bodies_raise() -> None:
         read_raw_envelope(payload[:10] + b"\xff" * 12)
     with pytest.raises(UnicodeDecodeError):
         read_raw_envelope(payload[:10] + b"\x04\xff\xfe" + payload[13:])
+
+
+def _outcome(read: Callable[[bytes], object], payload: bytes) -> object:
+    try:
+        return read(payload)
+    except (ValueError, EOFError, IndexError) as exc:
+        return type(exc)
+
+
+@pytest.mark.skipif(avro_envelope._read_envelope_c is None, reason="the C extension is not built")
+@given(moments, texts, texts, st.text(max_size=200), st.binary(max_size=300), st.data())
+def test_the_c_reader_agrees_with_the_python_reader_on_whole_cut_and_corrupted_records(
+    moment: datetime, app_key: str, addr: str, ctype: str, body: bytes, data: st.DataObject,
+) -> None:
+    """read_raw_envelope uses the C reader and falls back to read_raw_envelope_py where the C one cannot
+    read a record whole: together they give the Python reader's fields, or its exception, for any input."""
+    payload = encode_raw_envelope(**_fields(moment, app_key, addr, ctype, body))  # type: ignore[arg-type]
+    assert avro_envelope._read_envelope_c(payload, MARKER + FAST_FINGERPRINT) == read_raw_envelope_py(payload)
+    cut = payload[:data.draw(st.integers(0, len(payload)))]
+    at = data.draw(st.integers(10, len(payload) - 1))
+    flipped = payload[:at] + bytes([data.draw(st.integers(0, 255))]) + payload[at + 1:]
+    for variant in (cut, flipped, payload + data.draw(st.binary(max_size=12))):
+        assert _outcome(read_raw_envelope, variant) == _outcome(read_raw_envelope_py, variant)
+
+
+def test_the_c_reader_leaves_records_it_cannot_read_to_python() -> None:
+    if avro_envelope._read_envelope_c is None:
+        pytest.skip("the C extension is not built")
+    record = _fields(datetime(2024, 3, 12, 2, 30, tzinfo=UTC), "app", "10.0.0.1", "application/json", b"{}")
+    payload = encode_raw_envelope(**record)  # type: ignore[arg-type]
+    prefix = MARKER + FAST_FINGERPRINT
+    assert avro_envelope._read_envelope_c(payload, prefix) is not None
+    for unreadable in (payload[:-1], payload[:10] + b"\xff" * 12, payload[:10] + b"\x04\xff\xfe" + payload[13:],
+                       MARKER + schema_fingerprint("dead_letter") + payload[10:]):
+        assert avro_envelope._read_envelope_c(unreadable, prefix) is None
