@@ -52,12 +52,7 @@ def probe_from_raw_ms(sink: ClickHouseSink, database: str, keys: list[int], repe
     """The probe as it was before 0016_raw_digest: the digest computed from the stored ``raw``."""
     sql = (f"SELECT dedup_key, any(notification_id), any(hex(MD5(raw))) FROM {database}.cdrs "
            "WHERE dedup_key IN {keys:Array(UInt64)} GROUP BY dedup_key")
-    best = float("inf")
-    for _ in range(repeat):
-        began = time.perf_counter()
-        store.query_rows(sink.client, sql, {"keys": store.uint64_array(keys)})
-        best = min(best, time.perf_counter() - began)
-    return best * 1000
+    return best_of(repeat, lambda: store.query_rows(sink.client, sql, {"keys": store.uint64_array(keys)})) * 1000
 
 
 def main(argv: list[str] | None = None) -> int:
