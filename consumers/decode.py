@@ -33,6 +33,14 @@ class Notification:
     content_type: str = ""
     remote_addr: str = ""
 
+    def __reduce__(self) -> tuple[type[Notification], tuple[str, int, str, str, str, str, bytes, str, int, int,
+                                                            str, str, str]]:
+        """Pickle as the class and its fields (a prepare worker sends every batch's notifications to the
+        consumer): a third of the default slots pickling's time, which calls __getstate__ per object."""
+        return (Notification, (self.id, self.received_at_us, self.service, self.path, self.event_type, self.app_key,
+                               self.body, self.topic, self.partition, self.offset, self.auth_scheme,
+                               self.content_type, self.remote_addr))
+
 
 def _to_us(value: object) -> int:
     if isinstance(value, datetime):
