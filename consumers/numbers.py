@@ -71,7 +71,6 @@ JSON_COLUMNS: frozenset[str] = frozenset({"raw", "extra", "body"})
 SESSION_COLUMNS: frozenset[str] = frozenset({"session_id"})
 SESSION_JSON_KEYS: frozenset[str] = frozenset({"sessionId"})
 _JSON_NEEDLES = tuple(key for key in (*JSON_KEYS, *URL_JSON_KEYS, *SESSION_JSON_KEYS))
-_HANDLED_COLUMNS = NUMBER_COLUMNS | URL_COLUMNS | JSON_COLUMNS | SESSION_COLUMNS
 
 DEFAULT_POLICY = "caller_num=hash,callee_num=hash,fwd_dst_num=hash,caller=hash,called=hash,embedded=hash"
 HASH_PREFIX = "h:"
@@ -151,6 +150,7 @@ class Policy:
     #: (mode, value) -> protected value; numbers repeat across rows (callers, X numbers), HMAC does not
     _memo: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False, compare=False)
     _inert: bool = field(default=False, init=False, repr=False, compare=False)
+    _changing: tuple[tuple[str, Mode], ...] = field(default=(), init=False, repr=False, compare=False)
 
     @classmethod
     def parse(
@@ -177,6 +177,16 @@ class Policy:
     def __post_init__(self) -> None:
         inert = self.publish_recording_urls and all(mode == "keep" for mode in self.modes.values())
         object.__setattr__(self, "_inert", inert)  # the modes never change: decide once
+        x_mode = self.mode("bind_num")
+        changing = tuple((column, self.mode(column)) for column in sorted(NUMBER_COLUMNS - {"embedded"})
+                         if self.mode(column) != "keep" or x_mode != "keep")
+        object.__setattr__(self, "_changing", changing)
+
+    @property
+    def changing_columns(self) -> tuple[tuple[str, Mode], ...]:
+        """The number columns whose values this policy can change, with their modes (a column kept, in
+        a policy that keeps X numbers too, is left alone)."""
+        return self._changing
 
     @property
     def inert(self) -> bool:
@@ -394,7 +404,10 @@ def protect_session_id(session_id: str, policy: Policy) -> str:
 def protect_record(kind: str, record: dict[str, Any], policy: Policy, *, copy: bool = True) -> dict[str, Any]:
     """A copy of ``record`` (one row of table ``kind``; the row itself when not ``copy``) with numbers,
     raw JSON and URLs protected. A row may carry the parsed document of its ``raw`` under ``RAW_DOC``
-    (the normaliser leaves it there): it is used instead of parsing ``raw``, and removed."""
+    (the normaliser leaves it there): it is used instead of parsing ``raw``, and removed.
+
+    The JSON columns go first (raw, extra, body): the X numbers found in them count for every number
+    column of the row."""
     if policy.inert and RAW_DOC not in record:
         return record
     out = dict(record) if copy else record
@@ -402,30 +415,33 @@ def protect_record(kind: str, record: dict[str, Any], policy: Policy, *, copy: b
     if policy.inert:
         return out
     protector = _Protector(policy, x_numbers(kind, out))
-    for column in _HANDLED_COLUMNS.intersection(out):
-        value = out[column]
-        handling = _COLUMN_HANDLING[column]
-        if handling is _URL:
-            if not policy.publish_recording_urls and value:
-                out[column] = ""
-        elif handling is _NUMBER:
-            if isinstance(value, str):
-                out[column] = protector.number(column, value)
-        elif handling is _SESSION:
-            if isinstance(value, str):
-                out[column] = protector.embedded(value)
-        elif isinstance(value, str):  # JSON
+    get = out.get
+    for column in _JSON_ORDER:
+        value = get(column)
+        if value is None:
+            continue
+        if isinstance(value, str):
             out[column] = protector.text(value, raw_doc) if column == "raw" else protector.text(value)
         else:
             out[column] = _rewrite(value, protector.text)
+    for column in SESSION_COLUMNS:
+        value = get(column)
+        if isinstance(value, str):
+            out[column] = protector.embedded(value)
+    xs, x_mode, apply = protector.xs, protector.x_mode, policy.apply
+    for column, mode in policy.changing_columns:
+        value = get(column)
+        if isinstance(value, str) and value:
+            out[column] = apply(x_mode if value in xs else mode, value)
+    if not policy.publish_recording_urls:
+        for column in URL_COLUMNS:
+            if get(column):
+                out[column] = ""
     return out
 
 
-_URL, _NUMBER, _SESSION, _JSON = "url", "number", "session", "json"
-_COLUMN_HANDLING: dict[str, str] = {
-    **{c: _JSON for c in JSON_COLUMNS}, **{c: _SESSION for c in SESSION_COLUMNS},
-    **{c: _NUMBER for c in NUMBER_COLUMNS}, **{c: _URL for c in URL_COLUMNS},
-}
+_JSON_ORDER = ("raw", "extra", "body")
+assert frozenset(_JSON_ORDER) == JSON_COLUMNS
 
 
 def _rewrite(value: Any, func: Callable[[str], str]) -> Any:
