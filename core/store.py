@@ -82,11 +82,25 @@ def close_all() -> None:
         _clients.clear()
 
 
-def uint64_array(values: Iterable[int]) -> str:
-    """The text of an ``Array(UInt64)`` bind value, for ``{keys:Array(UInt64)}`` placeholders: the server
-    parses and type-checks it (anything but numbers is refused). Joined by hand because a batch looks up
-    thousands of keys and clickhouse-connect's generic formatter costs ten times more per key."""
-    return "[" + ",".join(map(str, values)) + "]"
+class UInt64Array:
+    """An ``Array(UInt64)`` bind value for ``{keys:Array(UInt64)}`` placeholders, formatted once: the server
+    parses and type-checks it (anything but numbers is refused). clickhouse-connect sends ``str()`` of a
+    value of a type it does not know as it is, while a ``str`` value is escaped character by character
+    (14 ms for the 6,000 keys of a batch, in the consumer's Python thread) though digits and commas need
+    no escaping; its generic list formatter costs more still."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, values: Iterable[int]) -> None:
+        self.text = "[" + ",".join(map(str, values)) + "]"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def uint64_array(values: Iterable[int]) -> UInt64Array:
+    """The bind value of ``values`` (ints) for an ``{name:Array(UInt64)}`` placeholder."""
+    return UInt64Array(values)
 
 
 def query_rows(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
