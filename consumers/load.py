@@ -189,7 +189,8 @@ class ClickHouseSink:
                f"uniqExact(dedup_key) FROM {self.database}.number_status "
                "WHERE number IN {numbers:Array(String)} AND notification_id NOT IN {exclude:Array(String)} "
                "GROUP BY number")
-        rows = self._rows(sql, {"numbers": wanted, "exclude": sorted(set(exclude)) or [""]})
+        rows = self._rows(sql, {"numbers": store.string_array(wanted),
+                                "exclude": store.string_array(sorted(set(exclude)) or [""])})
         return {str(number): NumberState(latest[0], latest[1], int(latest[2]), int(changes))
                 for number, latest, changes in rows}
 
@@ -202,7 +203,7 @@ class ClickHouseSink:
                f"called)) FROM {self.database}.call_events "
                "WHERE session_id IN {sessions:Array(String)} AND event_type = 'callout' GROUP BY session_id")
         return {str(session): ((int(first[0]), int(first[1])), str(first[2]))
-                for session, first in self._rows(sql, {"sessions": wanted})}
+                for session, first in self._rows(sql, {"sessions": store.string_array(wanted)})}
 
     def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:
         """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse.

@@ -82,25 +82,35 @@ def close_all() -> None:
         _clients.clear()
 
 
-class UInt64Array:
-    """An ``Array(UInt64)`` bind value for ``{keys:Array(UInt64)}`` placeholders, formatted once: the server
-    parses and type-checks it (anything but numbers is refused). clickhouse-connect sends ``str()`` of a
-    value of a type it does not know as it is, while a ``str`` value is escaped character by character
-    (14 ms for the 6,000 keys of a batch, in the consumer's Python thread) though digits and commas need
-    no escaping; its generic list formatter costs more still."""
+class BoundArray:
+    """An array bind value formatted once, for ``{name:Array(...)}`` placeholders: the server parses and
+    type-checks it. clickhouse-connect sends ``str()`` of a value of a type it does not know as it is;
+    a ``str`` value it escapes character by character and a list it formats value by value, which cost
+    the consumer's Python thread 14 ms for the 6,000 keys of a batch and 11 ms for its 1,300 session ids."""
 
     __slots__ = ("text",)
 
-    def __init__(self, values: Iterable[int]) -> None:
-        self.text = "[" + ",".join(map(str, values)) + "]"
+    def __init__(self, text: str) -> None:
+        self.text = text
 
     def __str__(self) -> str:
         return self.text
 
 
-def uint64_array(values: Iterable[int]) -> UInt64Array:
-    """The bind value of ``values`` (ints) for an ``{name:Array(UInt64)}`` placeholder."""
-    return UInt64Array(values)
+_ESCAPES = str.maketrans({ch: "\\" + ch for ch in ("\\", "'", "`", "\t", "\n")})
+
+
+def uint64_array(values: Iterable[int]) -> BoundArray:
+    """The bind value of ``values`` (ints) for an ``{name:Array(UInt64)}`` placeholder (digits and commas
+    need no escaping)."""
+    return BoundArray("[" + ",".join(map(str, values)) + "]")
+
+
+def string_array(values: Iterable[str]) -> BoundArray:
+    """The bind value of ``values`` (str) for an ``{name:Array(String)}`` placeholder: the text
+    clickhouse-connect writes for a list of str (each quoted; backslash, quote, backtick, tab and newline
+    escaped), by ``str.translate`` instead of a generator per character."""
+    return BoundArray("[" + ", ".join("'" + value.translate(_ESCAPES) + "'" for value in values) + "]")
 
 
 def query_rows(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from clickhouse_connect.driver.binding import format_bind_value
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from consumers.load import ClickHouseSink, classify_store_error
@@ -68,3 +69,12 @@ def test_key_arrays_bind_unescaped_and_exactly(settings: Settings) -> None:
     keys = [0, 1, 2**63, 2**64 - 1, *range(10_000, 16_000)]
     got = store.query_rows(client, "SELECT {keys:Array(UInt64)}", {"keys": store.uint64_array(keys)})
     assert got == [(keys,)]
+
+
+def test_string_arrays_bind_as_clickhouse_connect_would_write_them(settings: Settings) -> None:
+    """store.string_array writes the text clickhouse-connect's own formatter writes for a list of str,
+    and the engine reads back every value, the ones that need escaping included."""
+    values = ["plain", "a'b", "back\\slash", "tab\there", "line\nbreak", "tick`", "ünïcode", "", "\\'", "'"]
+    assert str(store.string_array(values)) == format_bind_value(values, None, True)
+    client = store.connect(settings)
+    assert store.query_rows(client, "SELECT {v:Array(String)}", {"v": store.string_array(values)}) == [(values,)]
