@@ -36,7 +36,8 @@ from starlette.staticfiles import StaticFiles
 
 from callstream.live_metrics import LiveSampler, edge_metrics_url
 from callstream.query_server import QueryEngine, QueryRefused
-from consumers.numbers import policy_from_settings, protect_session_id
+from consumers.numbers import policy_from_settings
+from consumers.protect import protect_session_id
 from core.errors import ConfigError, DashboardError, StoreError
 from core.settings import Settings
 

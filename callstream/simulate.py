@@ -30,7 +30,8 @@ import httpx
 
 from callstream.sim_calls import Push, SimCall, SimPlan, build_pushes, generate_calls, parse_mix
 from callstream.sql import run_sql
-from consumers.numbers import policy_from_settings, protect_session_id
+from consumers.numbers import policy_from_settings
+from consumers.protect import protect_session_id
 from core.credentials import load_app_secrets, read_stack_file
 from core.settings import Settings
 from ingest.auth import sign_headers

@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from callstream.erase import erase_number, main
-from consumers.numbers import keyed_hash, policy_from_settings, protect_record
+from consumers.numbers import keyed_hash, policy_from_settings
+from consumers.protect import protect_record
 from core import store
 from core.errors import ConfigError
 from core.settings import Settings

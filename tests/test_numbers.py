@@ -10,17 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.pepper import ensure_pepper_file
 from consumers.numbers import (
-    RAW_DOC,
     DEFAULT_POLICY,
+    RAW_DOC,
     Policy,
     keyed_hash,
     mask,
     policy_from_settings,
-    protect_record,
-    protect_session_id,
 )
+from consumers.pepper import ensure_pepper_file
+from consumers.protect import protect_record, protect_session_id
 from core.errors import ConfigError
 from core.settings import Settings
 from tests.conftest import sample_bytes
