@@ -85,28 +85,30 @@ class ClickHouseSink:
         self.arrow = arrow  # insert Arrow blocks where every column type maps (else clickhouse-connect's Native)
         self._columns: dict[str, list[str]] = {}
         self._schemas: dict[str, pa.Schema | None] = {}
-        self._digest_sql: str | None = None
+        self._every_column: dict[str, frozenset[str]] = {}  # with the ones filled by ClickHouse
 
     def columns(self, table: str) -> list[str]:
         """Columns without a DEFAULT expression (those are filled by ClickHouse, e.g. loaded_at)."""
         cols = self._columns.get(table)
         if cols is None:
-            def describe() -> list[tuple[str, str]]:
+            def describe() -> list[tuple[str, str, str]]:
                 with store.locked(self.client):
                     result = self.client.query(
-                        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
-                        "AND default_kind = '' ORDER BY position",
+                        "SELECT name, type, default_kind FROM system.columns WHERE database = {db:String} "
+                        "AND table = {t:String} ORDER BY position",
                         parameters={"db": self.database, "t": table},
                     )
-                return [(str(r[0]), str(r[1])) for r in result.result_rows]
-            typed = _guard(describe)
-            if not typed:
+                return [(str(r[0]), str(r[1]), str(r[2])) for r in result.result_rows]
+            described = _guard(describe)
+            if not described:
                 raise StoreUnavailable(
                     f"table {self.database}.{table} does not exist: run `callstream migrate` (or start the "
                     "consumer without --no-migrate)"
                 )
+            typed = [(name, type_) for name, type_, kind in described if kind == ""]
             cols = self._columns[table] = [name for name, _ in typed]
             self._schemas[table] = arrow_schema(typed)
+            self._every_column[table] = frozenset(name for name, _, _ in described)
         return cols
 
     def existing_keys(self, table: str, keys: Iterable[int], chunk: int = 20_000) -> set[int]:
@@ -156,13 +158,10 @@ class ClickHouseSink:
     def _cdr_digest_sql(self) -> str:
         """The probe's digest of a stored CDR: the stored ``raw_digest`` (0016_raw_digest), or, on a store
         migrated only to an earlier version, the same value computed from ``raw`` (slower: it reads raw)."""
-        if self._digest_sql is None:
-            sql = ("SELECT count() FROM system.columns WHERE database = {db:String} AND table = 'cdrs' "
-                   "AND name = 'raw_digest'")
-            has = self._rows(sql, {"db": self.database})[0][0]
-            self._digest_sql = ("toString(any(raw_digest))" if has
-                                else "toString(any(reinterpretAsUInt64(MD5(raw))))")
-        return self._digest_sql
+        self.columns("cdrs")  # the table's columns, read once
+        if "raw_digest" in self._every_column["cdrs"]:
+            return "toString(any(raw_digest))"
+        return "toString(any(reinterpretAsUInt64(MD5(raw))))"
 
     def stored_raw(self, table: str, keys: Iterable[int]) -> dict[int, str]:
         """The stored ``raw`` of each key (few keys: the conflicting ones)."""
