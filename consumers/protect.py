@@ -248,12 +248,6 @@ def _rewrite(value: Any, func: Callable[[str], str]) -> Any:
     return value
 
 
-NUMBER_COLUMNS = (
-    "caller_num", "callee_num", "fwd_display_num", "fwd_dst_num", "bind_num",
-    "caller", "called", "display_caller_num", "number",
-)
-
-
 def protect_numbers(record: dict[str, Any], settings: Settings, kind: str = "", *, copy: bool = True) -> dict[str, Any]:
     """A copy of ``record`` (a row of table ``kind``; the row itself when not ``copy``) with numbers, raw
     JSON and recording URLs protected per ``settings.number_protection`` (rules in ``consumers/numbers.py``)."""
