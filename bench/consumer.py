@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
+import pyarrow  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
@@ -182,6 +184,10 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
         return _status_mb("self", field)
 
     python_only_mb = vm("VmRSS:")  # interpreter + callstream + aiokafka imported, chDB not opened yet
+    tracing = tracemalloc.is_tracing()
+    if tracing:  # Python's heap from here on: what the RSS above does not hold yet
+        heap_at_start = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
     from consumers.load import without_dataframes
 
     without_dataframes()  # as run_consumer does before its migrations
@@ -192,16 +198,29 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     await asyncio.wait_for(ready.wait(), 60)
     started = time.perf_counter()
     cpu_before, threads_before = _cpu_seconds(), _thread_cpu_seconds()
+    events_before = _engine_events(store.connect(settings))
     sampler = RssSampler(store.connect(settings))  # its own thread: it waits for the store, not the loop
     sampler.start()
+    peak_sites: list[str] = []
+    heap_high = 0
     while loaded() < expected_rows:
         if task.done():
             task.result()
         await asyncio.sleep(0.05)  # reading the registry costs the measured process CPU: not too often
+        if tracing and (now := tracemalloc.get_traced_memory()[0]) > heap_high * 1.05:
+            heap_high = now  # near the heap's peak: where the memory was allocated
+            peak_sites = _top_sites(tracemalloc.take_snapshot())
     elapsed = time.perf_counter() - started
     cpu_after, threads_after = _cpu_seconds(), _thread_cpu_seconds()
     split = sampler.finish()
     drained = loaded()
+    events_after = _engine_events(store.connect(settings))
+    heap = {}
+    if tracing:  # what Python itself allocated (objects, buffers, numpy arrays), not the engine's heap
+        heap = {"python_heap_at_start_mb": round(heap_at_start / 2**20, 1),
+                "python_heap_peak_mb": round(tracemalloc.get_traced_memory()[1] / 2**20, 1),
+                "arrow_pool_peak_mb": round(pyarrow.default_memory_pool().max_memory() / 2**20, 1),
+                "python_heap_top_sites": peak_sites}
     worker_hwm = max((_status_mb(pid, "VmHWM:") for pid in _children()), default=0.0)
     stages = {}
     for metric in registry.collect():
@@ -242,7 +261,41 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
             ((name, round((cpu - threads_before.get(name, 0.0)) / drained * 1e6, 1))
              for name, cpu in threads_after.items() if cpu - threads_before.get(name, 0.0) > 0.01),
             key=lambda kv: -kv[1])),
+        **heap,
+        "engine_events_per_row": {name: round((value - events_before.get(name, 0)) / drained, 2)
+                                  for name, value in events_after.items()
+                                  if (value - events_before.get(name, 0)) / drained >= 0.01},
     }
+
+
+ENGINE_EVENTS = (  # the embedded engine's own counters (system.events) that say where its time goes
+    "InsertedRows", "InsertedBytes", "MergedRows", "MergedUncompressedBytes", "MergesTimeMilliseconds",
+    "SelectedRows", "SelectedMarks", "SelectedParts", "Query", "InsertQuery", "SelectQuery",
+    "UserTimeMicroseconds", "SystemTimeMicroseconds", "InsertQueryTimeMicroseconds",
+    "SelectQueryTimeMicroseconds", "QueryAnalysisMicroseconds", "QueryPlanBuildMicroseconds",
+    "MergeTreeDataWriterSortingBlocksMicroseconds", "MergeTreeDataWriterSkipIndicesCalculationMicroseconds",
+    "MergeTreeDataWriterStatisticsCalculationMicroseconds", "MergeTreeDataWriterMergingBlocksMicroseconds",
+    "MergeTreeDataWriterCompressedBytes", "MergeTreeDataWriterUncompressedBytes",
+    "MergeHorizontalStageTotalMilliseconds", "MergeVerticalStageTotalMilliseconds",
+    "CompressedReadBufferBytes", "FilteringMarksWithPrimaryKeyMicroseconds",
+    "FilteringMarksWithSecondaryKeysMicroseconds", "FileOpen",
+)
+
+
+def _top_sites(snapshot: tracemalloc.Snapshot, n: int = 12) -> list[str]:
+    """The lines that allocated most of the Python heap in ``snapshot``, as "MB file:line"."""
+    stats = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)]).statistics("lineno")
+    root = str(ROOT) + os.sep
+    return [f"{s.size / 2**20:.1f} MB {s.traceback[0].filename.replace(root, '')}:{s.traceback[0].lineno}"
+            for s in stats[:n]]
+
+
+def _engine_events(client: Any) -> dict[str, int]:
+    from core import store
+
+    names = ", ".join(f"'{n}'" for n in ENGINE_EVENTS)
+    return {str(name): int(value) for name, value in
+            store.query_rows(client, f"SELECT event, value FROM system.events WHERE event IN ({names})")}
 
 
 def _stat_fields(path: Path) -> list[str]:
@@ -304,6 +357,8 @@ def _status_mb(pid: int | str, field: str) -> float:
     return 0.0
 
 
+TRACE_ENV = "BENCH_CONSUMER_TRACE_HEAP"  # a child with it set runs under tracemalloc
+
 STAGE_ORDER = ("fetch", "decode", "parse", "normalise", "enrich", "keys", "dedupe", "protect", "encode",
                "lookup", "publish", "insert", "quarantine", "commit", "wait")
 
@@ -334,7 +389,13 @@ def run(quick: bool, before_tree: Path | None = None) -> dict[str, Any]:
         no_pub = _child(settings.model_copy(update={
             "republish": False, "clickhouse_database": "bench_nopub", "consumer_group": f"bench{tag}.nopub"}),
             rows, quick)
+        # the same drain again with tracemalloc on (slower: its rate is not reported): Python's own heap
+        traced = _child(settings.model_copy(update={
+            "clickhouse_database": "bench_traced", "consumer_group": f"bench{tag}.traced",
+            "cdrs_topic": f"bench{tag}.t.cdrs", "call_events_topic": f"bench{tag}.t.call_events",
+            "number_status_topic": f"bench{tag}.t.number_status"}), rows, quick, trace_heap=True)
     ratio = ours["per_s"] / base["per_s"]
+    python_side = python_side_mb(ours, traced)
     report = {
         "benchmark": "consumer", "quick": quick, "python": platform.python_version(), "cpus": _cpus(),
         "messages": len(messages), "rows": rows,
@@ -350,10 +411,15 @@ def run(quick: bool, before_tree: Path | None = None) -> dict[str, Any]:
         "latency_phase": {"rate_msgs_per_s": ours["latency_rate_msgs_per_s"], "rows": ours["latency_rows"]},
         "targets": {"ratio_ge_0_5": ratio >= 0.5, "per_s_ge_50000": ours["per_s"] >= 50_000,
                     "rss_le_450_mb": ours["rss_mb"] <= 450,
-                    "python_rss_le_150_mb": ours.get("rss_python_peak_mb", 1e9) <= 150,
+                    "python_rss_le_150_mb": python_side["python"] <= 150,
                     "p99_le_2000_ms": ours["p99_ms"] <= 2000},
-        "rss_split_peak_mb": {"embedded_engine": ours.get("rss_engine_peak_mb"),
-                              "python": ours.get("rss_python_peak_mb")},
+        "rss_split_peak_mb": python_side,
+        # the split sampled from /proc/self/smaps (engine = chdb's mapping + MemoryTracking): it counts the
+        # engine's untracked glibc heap (chDB allocates through glibc malloc) as Python's
+        "rss_split_sampled_peak_mb": {"embedded_engine": ours.get("rss_engine_peak_mb"),
+                                      "python": ours.get("rss_python_peak_mb")},
+        "traced_heap_run": {k: traced.get(k) for k in ("python_heap_at_start_mb", "python_heap_peak_mb",
+                                                       "arrow_pool_peak_mb", "rss_mb", "python_heap_top_sites")},
         "callstream_without_republish_per_s": no_pub["per_s"],
         "stages_us_per_row": ours.get("stages_us_per_row", {}),
         "baseline": base, "callstream": ours, "callstream_without_republish": no_pub,
@@ -380,11 +446,24 @@ def _settings_json(settings: Settings) -> str:
     return json.dumps(data)
 
 
-def _child(settings: Settings, rows: int, quick: bool, tree: Path | None = None) -> dict[str, Any]:
+def python_side_mb(ours: dict[str, Any], traced: dict[str, Any]) -> dict[str, float]:
+    """Peak RSS of the measured run split into Python's side and the embedded engine's. Python's side:
+    what the process held before the engine opened (interpreter, modules, libraries), plus the peak of
+    what Python allocated after that (tracemalloc, in the traced run of the same drain) and the peak of
+    pyarrow's pool; the engine's: the rest (its library's pages and its heap). librdkafka's own buffers
+    count as the engine's here (native, untraced; bounded by its queue settings)."""
+    grown = max(0.0, traced["python_heap_peak_mb"] - traced["python_heap_at_start_mb"])
+    python = ours["rss_before_engine_mb"] + grown + traced["arrow_pool_peak_mb"]
+    return {"python": round(python, 1), "embedded_engine": round(ours["rss_mb"] - python, 1)}
+
+
+def _child(settings: Settings, rows: int, quick: bool, tree: Path | None = None,
+           trace_heap: bool = False) -> dict[str, Any]:
     script = str(tree / "bench" / "consumer.py") if tree is not None else __file__
     cmd = [sys.executable, script, "--child", _settings_json(settings), str(rows),
            str(200 if quick else 1000), "500"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tree or ROOT)
+    env = {**os.environ, TRACE_ENV: "1"} if trace_heap else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tree or ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"callstream run failed:\n{proc.stderr[-3000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -429,6 +508,8 @@ def main() -> int:
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        if os.environ.get(TRACE_ENV):
+            tracemalloc.start()
         settings = Settings.model_validate_json(args.child[0])
         result = asyncio.run(child(settings, int(args.child[1]), int(args.child[2]), float(args.child[3])))
         print(json.dumps(result))
@@ -447,8 +528,12 @@ def main() -> int:
     base_stages = report["baseline"]["stages_us_per_row"]
     print("us per row  " + "  ".join(f"{k} {v:g}" for k, v in report["stages_us_per_row"].items()))
     print("  baseline  " + "  ".join(f"{k} {v:g}" for k, v in base_stages.items()))
+    heap = report["traced_heap_run"]
     print(f"peak RSS split: embedded engine {report['rss_split_peak_mb']['embedded_engine']} MB, "
-          f"Python {report['rss_split_peak_mb']['python']} MB")
+          f"Python {report['rss_split_peak_mb']['python']} MB (before the engine {report['callstream']['rss_before_engine_mb']}"
+          f" + traced heap growth {heap['python_heap_peak_mb'] - heap['python_heap_at_start_mb']:.1f}"
+          f" + Arrow pool {heap['arrow_pool_peak_mb']});  sampled from smaps: engine "
+          f"{report['rss_split_sampled_peak_mb']['embedded_engine']}, rest {report['rss_split_sampled_peak_mb']['python']} MB")
     cpu = report["callstream"].get("cpu_us_per_row", {})
     print("CPU us per row  " + "  ".join(f"{k} {v:g}" for k, v in cpu.items())
           + f"   prepare worker peak RSS {report['callstream'].get('prepare_worker_rss_peak_mb', 0)} MB")

@@ -36,7 +36,6 @@ from schemas.avro_codec import (
     schema_names,
 )
 from schemas.avro_codec import encode as encode_single_object
-from schemas.registry import Registry
 
 HISTORY_DIR = AVRO_DIR / "history"
 CONFLUENT_MAGIC = b"\x00"
@@ -163,6 +162,10 @@ class Serializer:
         self.registry: Any = None
         self._writers: dict[int, tuple[str, Any, bool]] = {}  # schema id -> _confluent_writer(id)
         if self.registry_url:
+            # imported here: confluent_kafka's registry client (httpx, authlib, cryptography) costs every
+            # process that loads it ~24 MB of RSS, and without a registry URL nothing uses it
+            from schemas.registry import Registry
+
             self.registry = Registry(self.registry_url)
 
     @property
