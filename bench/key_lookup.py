@@ -1,0 +1,131 @@
+"""The consumer's per-batch key lookup against a large ``call_events``: what it reads, and what a lookup
+that names each row's hour would read.
+
+    python bench/key_lookup.py [--rows 10000000] [--repeat 3]
+
+Migrates a store in a temporary directory and fills ``call_events`` SQL-side with ``--rows`` events
+(20 apps, the last month, random 64-bit keys; the other columns empty). For a batch of 500 and of 6,000 new
+keys (keys that are not stored, the common case) it times, min of ``--repeat`` (new keys each time), and
+reads from ``system.events`` how many rows the engine read:
+
+* ``ClickHouseSink.stored_notifications``, the lookup the consumer runs once per batch (``dedup_key IN``);
+* the baseline, the same keys against a table ordered by ``dedup_key`` alone (index granularity 1,024);
+* the same keys as ``(app_key, toStartOfHour(event_time), dedup_key)`` tuples, the table's sorting key,
+  each given one of the month's last two hours and an app at random (a live batch's rows are recent).
+
+Prints the figures; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from clickhouse_connect.driver.client import Client  # noqa: E402
+
+from consumers.load import ClickHouseSink  # noqa: E402
+from core import store  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from schemas.migrate import apply_migrations  # noqa: E402
+
+DB = "key_lookup"
+APPS = 20
+MONTH_S = 30 * 86_400
+# the month before today: rows received longer ago than the retention period go at the OPTIMIZE below (TTL)
+START = (datetime.now(UTC) - timedelta(days=31)).strftime("%Y-%m-%d 00:00:00")
+
+
+def selected_rows(client: Client) -> int:
+    return int(store.query_rows(client, "SELECT value FROM system.events WHERE event = 'SelectedRows'")[0][0])
+
+
+def timed(client: Client, repeat: int, call: Callable[[list[int]], object], size: int,
+          rng: random.Random) -> tuple[float, int]:
+    """(min ms of ``repeat`` calls, each with ``size`` new random keys, and the rows the engine read in the
+    last one). New keys each time: the engine's query-condition cache remembers a condition it has seen."""
+    best, rows = float("inf"), 0
+    for _ in range(repeat):
+        keys = sorted(rng.getrandbits(64) for _ in range(size))
+        before = selected_rows(client)
+        began = time.perf_counter()
+        call(keys)
+        best = min(best, time.perf_counter() - began)
+        rows = selected_rows(client) - before
+    return best * 1000, rows
+
+
+def fill(client: Client, rows: int) -> None:
+    with store.locked(client):
+        client.command(
+            f"INSERT INTO {DB}.call_events (dedup_key, app_key, event_time, received_at, raw) "
+            f"SELECT sipHash64(number), concat('app', toString(number % {APPS})), "
+            f"toDateTime64('{START}', 3, 'UTC') + toIntervalSecond(intDiv(number * {MONTH_S}, {rows})) AS t, t, '' "
+            f"FROM numbers({rows})")
+        client.command(f"CREATE TABLE {DB}.keys_by_key (dedup_key UInt64) ENGINE = MergeTree ORDER BY dedup_key "
+                       "SETTINGS index_granularity = 1024")
+        client.command(f"INSERT INTO {DB}.keys_by_key SELECT dedup_key FROM {DB}.call_events")
+        client.command(f"OPTIMIZE TABLE {DB}.call_events FINAL")
+        client.command(f"OPTIMIZE TABLE {DB}.keys_by_key FINAL")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory(prefix="callstream-key-lookup-") as tmp:
+        settings = Settings(data_dir=Path(tmp), clickhouse_database=DB, auth="off", republish=False)
+        client = store.connect(settings)
+        apply_migrations(settings, client)
+        began = time.perf_counter()
+        fill(client, args.rows)
+        print(f"{args.rows:,} events stored in {time.perf_counter() - began:.0f} s")
+        sink = ClickHouseSink(client, DB)
+        try:
+            for size in (500, 6_000):
+                def lookup(keys: list[int]) -> object:
+                    return sink.stored_notifications({"call_events": keys})
+
+                def by_key(keys: list[int]) -> object:
+                    return store.query_rows(client, f"SELECT dedup_key FROM {DB}.keys_by_key "
+                                                    "WHERE dedup_key IN {keys:Array(UInt64)}",
+                                            {"keys": store.uint64_array(keys)})
+
+                def by_hour(keys: list[int]) -> object:
+                    # a live batch's rows are from the last hours: here the month's last two, any app
+                    last = int(datetime.strptime(START, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()) + MONTH_S
+                    hours = [last - 3600 * rng.randrange(1, 3) for _ in keys]
+                    apps = [f"app{rng.randrange(APPS)}" for _ in keys]
+                    sql = (f"SELECT dedup_key, any(notification_id) FROM {DB}.call_events "
+                           "WHERE (app_key, toStartOfHour(event_time), dedup_key) IN (SELECT a, toDateTime(h, 'UTC'), k "
+                           "FROM (SELECT arrayJoin(arrayZip({a:Array(String)}, {h:Array(UInt32)}, {k:Array(UInt64)})) "
+                           "AS x, x.1 AS a, x.2 AS h, x.3 AS k)) GROUP BY dedup_key")
+                    return store.query_rows(client, sql, {"a": store.string_array(apps), "h": store.uint64_array(hours),
+                                                    "k": store.uint64_array(keys)})
+
+                found = timed(client, args.repeat, lookup, size, rng)
+                base = timed(client, args.repeat, by_key, size, rng)
+                hour = timed(client, args.repeat, by_hour, size, rng)
+                print(f"{size:>6,} new keys   lookup {found[0]:7.1f} ms {found[1]:>11,} rows read   "
+                      f"ordered by dedup_key {base[0]:7.1f} ms {base[1]:>11,} rows   "
+                      f"by (app, hour, key) {hour[0]:7.1f} ms {hour[1]:>11,} rows   "
+                      f"lookup / ordered x{found[0] / base[0]:.1f}", flush=True)
+        finally:
+            store.close_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
