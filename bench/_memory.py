@@ -1,8 +1,11 @@
-"""Where a benchmark process's resident memory is: the embedded ClickHouse engine or everything else."""
+"""Where a benchmark process's resident memory is (the embedded ClickHouse engine or Python's side), and
+the engine's own counters of where its time goes."""
 
 from __future__ import annotations
 
+import os
 import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +61,42 @@ class RssSampler(threading.Thread):
         self._stop_event.set()
         self.join()
         return self.worst
+
+
+def python_side_mb(ours: dict[str, Any], traced: dict[str, Any]) -> dict[str, float]:
+    """Peak RSS of the measured run split into Python's side and the embedded engine's. Python's side:
+    what the process held before the engine opened (interpreter, modules, libraries), plus the peak of
+    what Python allocated after that (tracemalloc, in the traced run of the same drain) and the peak of
+    pyarrow's pool; the engine's: the rest (its library's pages and its heap). librdkafka's own buffers
+    count as the engine's here (native, untraced; bounded by its queue settings)."""
+    grown = max(0.0, traced["python_heap_peak_mb"] - traced["python_heap_at_start_mb"])
+    python = ours["rss_before_engine_mb"] + grown + traced["arrow_pool_peak_mb"]
+    return {"python": round(python, 1), "embedded_engine": round(ours["rss_mb"] - python, 1)}
+
+
+ENGINE_EVENTS = (  # the embedded engine's own counters (system.events) that say where its time goes
+    "InsertedRows", "InsertedBytes", "MergedRows", "MergedUncompressedBytes", "MergesTimeMilliseconds",
+    "SelectedRows", "SelectedMarks", "SelectedParts", "Query", "InsertQuery", "SelectQuery",
+    "UserTimeMicroseconds", "SystemTimeMicroseconds", "InsertQueryTimeMicroseconds",
+    "SelectQueryTimeMicroseconds", "QueryAnalysisMicroseconds", "QueryPlanBuildMicroseconds",
+    "MergeTreeDataWriterSortingBlocksMicroseconds", "MergeTreeDataWriterSkipIndicesCalculationMicroseconds",
+    "MergeTreeDataWriterStatisticsCalculationMicroseconds", "MergeTreeDataWriterMergingBlocksMicroseconds",
+    "MergeTreeDataWriterCompressedBytes", "MergeTreeDataWriterUncompressedBytes",
+    "MergeHorizontalStageTotalMilliseconds", "MergeVerticalStageTotalMilliseconds",
+    "CompressedReadBufferBytes", "FilteringMarksWithPrimaryKeyMicroseconds",
+    "FilteringMarksWithSecondaryKeysMicroseconds", "FileOpen",
+)
+
+
+def top_sites(snapshot: tracemalloc.Snapshot, n: int = 12) -> list[str]:
+    """The lines that allocated most of the Python heap in ``snapshot``, as "MB file:line"."""
+    stats = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)]).statistics("lineno")
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    return [f"{s.size / 2**20:.1f} MB {s.traceback[0].filename.replace(root, '')}:{s.traceback[0].lineno}"
+            for s in stats[:n]]
+
+
+def engine_events(client: Any) -> dict[str, int]:
+    names = ", ".join(f"'{n}'" for n in ENGINE_EVENTS)
+    return {str(name): int(value) for name, value in
+            store.query_rows(client, f"SELECT event, value FROM system.events WHERE event IN ({names})")}

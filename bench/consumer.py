@@ -41,7 +41,7 @@ import pyarrow  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
-from bench._memory import RssSampler  # noqa: E402
+from bench._memory import RssSampler, engine_events, python_side_mb, top_sites  # noqa: E402
 from core.broker import EmbeddedBroker  # noqa: E402
 from core.kafka import consumer_kwargs, ensure_topics, producer_kwargs  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -198,7 +198,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     await asyncio.wait_for(ready.wait(), 60)
     started = time.perf_counter()
     cpu_before, threads_before = _cpu_seconds(), _thread_cpu_seconds()
-    events_before = _engine_events(store.connect(settings))
+    events_before = engine_events(store.connect(settings))
     sampler = RssSampler(store.connect(settings))  # its own thread: it waits for the store, not the loop
     sampler.start()
     peak_sites: list[str] = []
@@ -209,12 +209,12 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
         await asyncio.sleep(0.05)  # reading the registry costs the measured process CPU: not too often
         if tracing and (now := tracemalloc.get_traced_memory()[0]) > heap_high * 1.05:
             heap_high = now  # near the heap's peak: where the memory was allocated
-            peak_sites = _top_sites(tracemalloc.take_snapshot())
+            peak_sites = top_sites(tracemalloc.take_snapshot())
     elapsed = time.perf_counter() - started
     cpu_after, threads_after = _cpu_seconds(), _thread_cpu_seconds()
     split = sampler.finish()
     drained = loaded()
-    events_after = _engine_events(store.connect(settings))
+    events_after = engine_events(store.connect(settings))
     heap = {}
     if tracing:  # what Python itself allocated (objects, buffers, numpy arrays), not the engine's heap
         heap = {"python_heap_at_start_mb": round(heap_at_start / 2**20, 1),
@@ -266,36 +266,6 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
                                   for name, value in events_after.items()
                                   if (value - events_before.get(name, 0)) / drained >= 0.01},
     }
-
-
-ENGINE_EVENTS = (  # the embedded engine's own counters (system.events) that say where its time goes
-    "InsertedRows", "InsertedBytes", "MergedRows", "MergedUncompressedBytes", "MergesTimeMilliseconds",
-    "SelectedRows", "SelectedMarks", "SelectedParts", "Query", "InsertQuery", "SelectQuery",
-    "UserTimeMicroseconds", "SystemTimeMicroseconds", "InsertQueryTimeMicroseconds",
-    "SelectQueryTimeMicroseconds", "QueryAnalysisMicroseconds", "QueryPlanBuildMicroseconds",
-    "MergeTreeDataWriterSortingBlocksMicroseconds", "MergeTreeDataWriterSkipIndicesCalculationMicroseconds",
-    "MergeTreeDataWriterStatisticsCalculationMicroseconds", "MergeTreeDataWriterMergingBlocksMicroseconds",
-    "MergeTreeDataWriterCompressedBytes", "MergeTreeDataWriterUncompressedBytes",
-    "MergeHorizontalStageTotalMilliseconds", "MergeVerticalStageTotalMilliseconds",
-    "CompressedReadBufferBytes", "FilteringMarksWithPrimaryKeyMicroseconds",
-    "FilteringMarksWithSecondaryKeysMicroseconds", "FileOpen",
-)
-
-
-def _top_sites(snapshot: tracemalloc.Snapshot, n: int = 12) -> list[str]:
-    """The lines that allocated most of the Python heap in ``snapshot``, as "MB file:line"."""
-    stats = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)]).statistics("lineno")
-    root = str(ROOT) + os.sep
-    return [f"{s.size / 2**20:.1f} MB {s.traceback[0].filename.replace(root, '')}:{s.traceback[0].lineno}"
-            for s in stats[:n]]
-
-
-def _engine_events(client: Any) -> dict[str, int]:
-    from core import store
-
-    names = ", ".join(f"'{n}'" for n in ENGINE_EVENTS)
-    return {str(name): int(value) for name, value in
-            store.query_rows(client, f"SELECT event, value FROM system.events WHERE event IN ({names})")}
 
 
 def _stat_fields(path: Path) -> list[str]:
@@ -444,17 +414,6 @@ def _settings_json(settings: Settings) -> str:
     data.update({name: value.get_secret_value() for name in data
                  if isinstance(value := getattr(settings, name), SecretStr)})
     return json.dumps(data)
-
-
-def python_side_mb(ours: dict[str, Any], traced: dict[str, Any]) -> dict[str, float]:
-    """Peak RSS of the measured run split into Python's side and the embedded engine's. Python's side:
-    what the process held before the engine opened (interpreter, modules, libraries), plus the peak of
-    what Python allocated after that (tracemalloc, in the traced run of the same drain) and the peak of
-    pyarrow's pool; the engine's: the rest (its library's pages and its heap). librdkafka's own buffers
-    count as the engine's here (native, untraced; bounded by its queue settings)."""
-    grown = max(0.0, traced["python_heap_peak_mb"] - traced["python_heap_at_start_mb"])
-    python = ours["rss_before_engine_mb"] + grown + traced["arrow_pool_peak_mb"]
-    return {"python": round(python, 1), "embedded_engine": round(ours["rss_mb"] - python, 1)}
 
 
 def _child(settings: Settings, rows: int, quick: bool, tree: Path | None = None,
