@@ -198,8 +198,9 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     await asyncio.wait_for(ready.wait(), 60)
     started = time.perf_counter()
     cpu_before, threads_before = _cpu_seconds(), _thread_cpu_seconds()
-    events_before = engine_events(store.connect(settings))
-    sampler = RssSampler(store.connect(settings))  # its own thread: it waits for the store, not the loop
+    probe = store.connect(settings)  # the process's one client of the store (engine counters, RSS samples)
+    events_before = engine_events(probe)
+    sampler = RssSampler(probe)  # its own thread: it waits for the store, not the loop
     sampler.start()
     peak_sites: list[str] = []
     heap_high = 0
@@ -214,7 +215,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
     cpu_after, threads_after = _cpu_seconds(), _thread_cpu_seconds()
     split = sampler.finish()
     drained = loaded()
-    events_after = engine_events(store.connect(settings))
+    events_after = engine_events(probe)
     heap = {}
     if tracing:  # what Python itself allocated (objects, buffers, numpy arrays), not the engine's heap
         heap = {"python_heap_at_start_mb": round(heap_at_start / 2**20, 1),
@@ -262,9 +263,8 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
              for name, cpu in threads_after.items() if cpu - threads_before.get(name, 0.0) > 0.01),
             key=lambda kv: -kv[1])),
         **heap,
-        "engine_events_per_row": {name: round((value - events_before.get(name, 0)) / drained, 2)
-                                  for name, value in events_after.items()
-                                  if (value - events_before.get(name, 0)) / drained >= 0.01},
+        "engine_events_per_row": {name: round(per_row, 2) for name, value in events_after.items()
+                                  if (per_row := (value - events_before.get(name, 0)) / drained) >= 0.01},
     }
 
 

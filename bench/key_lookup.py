@@ -11,7 +11,7 @@ reads from ``system.events`` how many rows the engine read:
 * ``ClickHouseSink.stored_notifications``, the lookup the consumer runs once per batch (``dedup_key IN``);
 * the baseline, the same keys against a table ordered by ``dedup_key`` alone (index granularity 1,024);
 * the same keys as ``(app_key, toStartOfHour(event_time), dedup_key)`` tuples, the table's sorting key,
-  each given one of the month's last two hours and an app at random (a live batch's rows are recent).
+  each given one of the month's last two hours and an app (a live batch's rows are recent).
 
 Prints the figures; writes nothing.
 """
@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 from clickhouse_connect.driver.client import Client  # noqa: E402
 
+from bench._memory import engine_events  # noqa: E402
 from consumers.load import ClickHouseSink  # noqa: E402
 from core import store  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -42,11 +43,13 @@ DB = "key_lookup"
 APPS = 20
 MONTH_S = 30 * 86_400
 # the month before today: rows received longer ago than the retention period go at the OPTIMIZE below (TTL)
-START = (datetime.now(UTC) - timedelta(days=31)).strftime("%Y-%m-%d 00:00:00")
+START_S = int((datetime.now(UTC) - timedelta(days=31)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+START = datetime.fromtimestamp(START_S, UTC).strftime("%Y-%m-%d %H:%M:%S")
+LAST_HOUR_S = START_S + MONTH_S - 3600
 
 
 def selected_rows(client: Client) -> int:
-    return int(store.query_rows(client, "SELECT value FROM system.events WHERE event = 'SelectedRows'")[0][0])
+    return engine_events(client)["SelectedRows"]
 
 
 def timed(client: Client, repeat: int, call: Callable[[list[int]], object], size: int,
@@ -94,27 +97,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.rows:,} events stored in {time.perf_counter() - began:.0f} s")
         sink = ClickHouseSink(client, DB)
         try:
+            def lookup(keys: list[int]) -> object:
+                return sink.stored_notifications({"call_events": keys})
+
+            def by_key(keys: list[int]) -> object:
+                return store.query_rows(client, f"SELECT dedup_key FROM {DB}.keys_by_key "
+                                                "WHERE dedup_key IN {keys:Array(UInt64)}",
+                                        {"keys": store.uint64_array(keys)})
+
+            def by_hour(keys: list[int]) -> object:
+                # a live batch's rows are recent: each key gets one of the month's last two hours and an
+                # app, both from the key itself (no random draws inside the timed call)
+                sql = (f"SELECT dedup_key, any(notification_id) FROM {DB}.call_events "
+                       "WHERE (app_key, toStartOfHour(event_time), dedup_key) IN (SELECT a, toDateTime(h, 'UTC'), k "
+                       "FROM (SELECT arrayJoin(arrayZip({a:Array(String)}, {h:Array(UInt32)}, {k:Array(UInt64)})) "
+                       "AS x, x.1 AS a, x.2 AS h, x.3 AS k)) GROUP BY dedup_key")
+                return store.query_rows(client, sql, {
+                    "a": store.string_array(f"app{key % APPS}" for key in keys),
+                    "h": store.uint64_array(LAST_HOUR_S - 3600 * (key & 1) for key in keys),
+                    "k": store.uint64_array(keys)})
+
             for size in (500, 6_000):
-                def lookup(keys: list[int]) -> object:
-                    return sink.stored_notifications({"call_events": keys})
-
-                def by_key(keys: list[int]) -> object:
-                    return store.query_rows(client, f"SELECT dedup_key FROM {DB}.keys_by_key "
-                                                    "WHERE dedup_key IN {keys:Array(UInt64)}",
-                                            {"keys": store.uint64_array(keys)})
-
-                def by_hour(keys: list[int]) -> object:
-                    # a live batch's rows are from the last hours: here the month's last two, any app
-                    last = int(datetime.strptime(START, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()) + MONTH_S
-                    hours = [last - 3600 * rng.randrange(1, 3) for _ in keys]
-                    apps = [f"app{rng.randrange(APPS)}" for _ in keys]
-                    sql = (f"SELECT dedup_key, any(notification_id) FROM {DB}.call_events "
-                           "WHERE (app_key, toStartOfHour(event_time), dedup_key) IN (SELECT a, toDateTime(h, 'UTC'), k "
-                           "FROM (SELECT arrayJoin(arrayZip({a:Array(String)}, {h:Array(UInt32)}, {k:Array(UInt64)})) "
-                           "AS x, x.1 AS a, x.2 AS h, x.3 AS k)) GROUP BY dedup_key")
-                    return store.query_rows(client, sql, {"a": store.string_array(apps), "h": store.uint64_array(hours),
-                                                    "k": store.uint64_array(keys)})
-
                 found = timed(client, args.repeat, lookup, size, rng)
                 base = timed(client, args.repeat, by_key, size, rng)
                 hour = timed(client, args.repeat, by_hour, size, rng)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import json
+import os
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -385,9 +387,6 @@ def test_registry_client_is_imported_only_when_a_registry_is_configured() -> Non
     """Without CALLSTREAM_SCHEMA_REGISTRY_URL no process loads confluent_kafka's registry client (httpx,
     authlib, cryptography: ~14 MB of RSS each in the consumer, its prepare worker and the edge); with it
     set, the Serializer loads it."""
-    import subprocess
-    import sys
-
     probe = (
         "import sys\n"
         "import consumers.runner, consumers.worker, ingest.app, ingest.server\n"
@@ -399,7 +398,8 @@ def test_registry_client_is_imported_only_when_a_registry_is_configured() -> Non
     seen = {}
     for url in ("", "http://127.0.0.1:9"):  # never contacted: the client connects on first use
         out = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=120,
-                             cwd=Path(__file__).resolve().parent.parent, env={k: v for k, v in os.environ.items() if not k.startswith("CALLSTREAM_")})
+                             cwd=Path(__file__).resolve().parent.parent,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("CALLSTREAM_")})
         assert out.returncode == 0, out.stderr[-2000:]
         seen[url] = out.stdout.strip().splitlines()[-1]
     assert seen == {"": "False", "http://127.0.0.1:9": "True"}
