@@ -104,12 +104,12 @@ def edge_run(bootstrap: str, workers: int, duration: float, run_id: str) -> dict
             process.wait(5)
 
 
-async def consumer_run(base: Settings, batch: int, rows: int, timeout_s: float) -> dict[str, Any]:
+async def consumer_run(base: Settings, batch: int, rows: int, timeout_s: float, run: int = 0) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     from consumers.runner import run_consumer
 
-    settings = base.model_copy(update={"batch_max_events": batch, "clickhouse_database": f"scale_{batch}",
+    settings = base.model_copy(update={"batch_max_events": batch, "clickhouse_database": f"scale_{batch}_{run}",
                                        "consumer_group": f"scale-{batch}-{time.time_ns()}"})
     stop = asyncio.Event()
     task = asyncio.create_task(run_consumer(settings, stop, registry=CollectorRegistry()))
@@ -141,7 +141,8 @@ async def consumer_run(base: Settings, batch: int, rows: int, timeout_s: float) 
             "rows_per_s": round(stored / max(span_ms / 1000, 1e-3), 1), "load_span_s": round(span_ms / 1000, 2)}
 
 
-async def consumer_runs(bootstrap: str, calls: int, run_id: str, data_dir: Path) -> list[dict[str, Any]]:
+async def consumer_runs(bootstrap: str, calls: int, run_id: str, data_dir: Path,
+                        batches: tuple[int, ...] = BATCH_SIZES) -> list[dict[str, Any]]:
     base = Settings(kafka_bootstrap=bootstrap, raw_topic=f"scale.{run_id}.backlog", dead_topic=f"scale.{run_id}.d",
                     cdrs_topic=f"scale.{run_id}.cdrs", call_events_topic=f"scale.{run_id}.events",
                     number_status_topic=f"scale.{run_id}.status", topic_partitions=6,
@@ -151,20 +152,20 @@ async def consumer_runs(bootstrap: str, calls: int, run_id: str, data_dir: Path)
     messages, rows = generate(calls, prefix=f"s{run_id}-")
     await produce(base, messages)
     out = []
-    for batch in BATCH_SIZES:
-        out.append(await consumer_run(base, batch, rows, timeout_s=300))
+    for run, batch in enumerate(batches):  # a database per run: a batch size may come twice
+        out.append(await consumer_run(base, batch, rows, timeout_s=600, run=run))
     store.close_all()
     return out
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, calls: int | None = None, batches: tuple[int, ...] = BATCH_SIZES) -> dict[str, Any]:
     duration = 5.0 if quick else 15.0
-    calls = 3000 if quick else 20000
+    calls = calls or (3000 if quick else 20000)
     run_id = f"{int(time.time())}"
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="callstream-scaling-") as tmp:
         edges = {w: edge_run(broker.bootstrap, w, duration, f"{run_id}w{w}") for w in (1, 2)}
-        consumers = asyncio.run(consumer_runs(broker.bootstrap, calls, run_id, Path(tmp)))
+        consumers = asyncio.run(consumer_runs(broker.bootstrap, calls, run_id, Path(tmp), batches))
     one, two = edges[1], edges[2]
     best = max(consumers, key=lambda c: c["rows_per_s"])
     return {
@@ -186,8 +187,11 @@ def run(quick: bool) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (CI smoke)")
+    parser.add_argument("--calls", type=int, help="calls in the consumer's backlog (default 20,000; 3,000 quick)")
+    parser.add_argument("--batches", type=lambda text: tuple(int(b) for b in text.split(",")), default=BATCH_SIZES,
+                        help="comma-separated batch_max_events values to drain the backlog with")
     args = parser.parse_args()
-    report = run(args.quick)
+    report = run(args.quick, args.calls, args.batches)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({"edge_workers": report["edge_workers"], "consumer_batches": report["consumer_batches"]},

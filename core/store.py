@@ -11,6 +11,7 @@ this process, guarded by a lock, and the owning process serves queries to the ot
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -98,6 +99,7 @@ class BoundArray:
 
 
 _ESCAPES = str.maketrans({ch: "\\" + ch for ch in ("\\", "'", "`", "\t", "\n")})
+_NEEDS_ESCAPE = re.compile("[\\\\'`\t\n]")
 
 
 def uint64_array(values: Iterable[int]) -> BoundArray:
@@ -109,7 +111,12 @@ def uint64_array(values: Iterable[int]) -> BoundArray:
 def string_array(values: Iterable[str]) -> BoundArray:
     """The bind value of ``values`` (str) for an ``{name:Array(String)}`` placeholder: the text
     clickhouse-connect writes for a list of str (each quoted; backslash, quote, backtick, tab and newline
-    escaped), by ``str.translate`` instead of a generator per character."""
+    escaped). Values without any of those characters (session ids, numbers: nearly always) are joined
+    as they are, one scan for all of them; otherwise each is escaped by ``str.translate`` (about 5 us a
+    session id, 8 ms for a batch's 1,500)."""
+    values = list(values)
+    if _NEEDS_ESCAPE.search("".join(values)) is None:
+        return BoundArray("['" + "', '".join(values) + "']" if values else "[]")
     return BoundArray("[" + ", ".join("'" + value.translate(_ESCAPES) + "'" for value in values) + "]")
 
 

@@ -78,3 +78,13 @@ def test_string_arrays_bind_as_clickhouse_connect_would_write_them(settings: Set
     assert str(store.string_array(values)) == format_bind_value(values, None, True)
     client = store.connect(settings)
     assert store.query_rows(client, "SELECT {v:Array(String)}", {"v": store.string_array(values)}) == [(values,)]
+
+
+def test_string_arrays_without_escapes_take_the_joined_path(settings: Settings) -> None:
+    """Values that need no escaping (session ids, numbers) are joined in one go: the same text as
+    clickhouse-connect's formatter, for one value, many, none, and beside a value that needs escaping."""
+    sessions = [f"1201_{i}_4294967295_20240312@callenabler245.huaweicaas.com" for i in range(300)]
+    for values in (sessions, ["+8613800000000"], [], [""], ["ünïcode", "\r is not escaped\r"], [*sessions, "it's"]):
+        assert str(store.string_array(values)) == format_bind_value(values, None, True), values
+    client = store.connect(settings)
+    assert store.query_rows(client, "SELECT {v:Array(String)}", {"v": store.string_array(sessions)}) == [(sessions,)]
