@@ -4,14 +4,18 @@ that names each row's hour would read.
     python bench/key_lookup.py [--rows 10000000] [--repeat 3]
 
 Migrates a store in a temporary directory and fills ``call_events`` SQL-side with ``--rows`` events
-(20 apps, the last month, random 64-bit keys; the other columns empty). For a batch of 500 and of 6,000 new
+(20 apps, the last month, random 64-bit keys, a notification id per event, four events per session id; the other columns empty). For a batch of 500 and of 6,000 new
 keys (keys that are not stored, the common case) it times, min of ``--repeat`` (new keys each time), and
 reads from ``system.events`` how many rows the engine read:
 
 * ``ClickHouseSink.stored_notifications``, the lookup the consumer runs once per batch (``dedup_key IN``);
 * the baseline, the same keys against a table ordered by ``dedup_key`` alone (index granularity 1,024);
+* ``first_callouts`` for 100 and 1,500 of the newest sessions (the other per-batch read of call_events);
 * the same keys as ``(app_key, toStartOfHour(event_time), dedup_key)`` tuples, the table's sorting key,
-  each given one of the month's last two hours and an app (a live batch's rows are recent).
+  each given one of the month's last two hours and an app (a live batch's rows are recent);
+* then, after ``0018_event_key_projection`` (the store is migrated to 0017 first), the consumer's lookup
+  again, which now asks the ``by_key`` projection which keys it holds, the projection's part of it alone,
+  and the projection's compressed bytes per stored row.
 
 Prints the figures; writes nothing.
 """
@@ -46,6 +50,12 @@ MONTH_S = 30 * 86_400
 START_S = int((datetime.now(UTC) - timedelta(days=31)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
 START = datetime.fromtimestamp(START_S, UTC).strftime("%Y-%m-%d %H:%M:%S")
 LAST_HOUR_S = START_S + MONTH_S - 3600
+# four events per call (callout, alerting, answer, disconnect), one session id per call
+SESSION_SQL = "concat('1201_', toString(intDiv(number, 4)), '_4294967295_20240312@callenabler245.huaweicaas.com')"
+
+
+def session_id(call: int) -> str:
+    return f"1201_{call}_4294967295_20240312@callenabler245.huaweicaas.com"
 
 
 def selected_rows(client: Client) -> int:
@@ -70,15 +80,24 @@ def timed(client: Client, repeat: int, call: Callable[[list[int]], object], size
 def fill(client: Client, rows: int) -> None:
     with store.locked(client):
         client.command(
-            f"INSERT INTO {DB}.call_events (dedup_key, app_key, event_time, received_at, raw) "
-            f"SELECT sipHash64(number), concat('app', toString(number % {APPS})), "
-            f"toDateTime64('{START}', 3, 'UTC') + toIntervalSecond(intDiv(number * {MONTH_S}, {rows})) AS t, t, '' "
+            f"INSERT INTO {DB}.call_events (dedup_key, notification_id, app_key, event_time, received_at, raw, "
+            "session_id, event_type, called) "
+            f"SELECT sipHash64(number), lower(hex(MD5(toString(number)))), concat('app', toString(number % {APPS})), "
+            f"toDateTime64('{START}', 3, 'UTC') + toIntervalSecond(intDiv(number * {MONTH_S}, {rows})) AS t, t, '', "
+            f"{SESSION_SQL}, ['callout', 'alerting', 'answer', 'disconnect'][number % 4 + 1], "
+            "concat('+86138', toString(number % 100000000)) "
             f"FROM numbers({rows})")
         client.command(f"CREATE TABLE {DB}.keys_by_key (dedup_key UInt64) ENGINE = MergeTree ORDER BY dedup_key "
                        "SETTINGS index_granularity = 1024")
         client.command(f"INSERT INTO {DB}.keys_by_key SELECT dedup_key FROM {DB}.call_events")
         client.command(f"OPTIMIZE TABLE {DB}.call_events FINAL")
         client.command(f"OPTIMIZE TABLE {DB}.keys_by_key FINAL")
+
+
+def projection_bytes_per_row(client: Client, rows: int) -> float:
+    found = store.query_rows(client, "SELECT sum(data_compressed_bytes) FROM system.projection_parts "
+                                     f"WHERE database = '{DB}' AND table = 'call_events' AND active")
+    return float(found[0][0] or 0) / rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="callstream-key-lookup-") as tmp:
         settings = Settings(data_dir=Path(tmp), clickhouse_database=DB, auth="off", republish=False)
         client = store.connect(settings)
-        apply_migrations(settings, client)
+        apply_migrations(settings, client, upto=17)  # the store before 0018_event_key_projection
         began = time.perf_counter()
         fill(client, args.rows)
         print(f"{args.rows:,} events stored in {time.perf_counter() - began:.0f} s")
@@ -117,6 +136,23 @@ def main(argv: list[str] | None = None) -> int:
                     "h": store.uint64_array(LAST_HOUR_S - 3600 * (key & 1) for key in keys),
                     "k": store.uint64_array(keys)})
 
+            def by_projection(keys: list[int]) -> object:
+                return store.query_rows(client, "SELECT DISTINCT dedup_key FROM "
+                                                f"mergeTreeProjection({DB}, call_events, by_key) "
+                                                "WHERE dedup_key IN {keys:Array(UInt64)}",
+                                        {"keys": store.uint64_array(keys)})
+
+            calls = args.rows // 4
+            for size in (100, 1_500):  # a batch's sessions: the newest calls (a live batch's are recent)
+                best = float("inf")
+                for _ in range(args.repeat):
+                    sessions = [session_id(calls - 1 - rng.randrange(20_000)) for _ in range(size)]
+                    read = selected_rows(client)
+                    began = time.perf_counter()
+                    sink.first_callouts(sessions)
+                    best = min(best, time.perf_counter() - began)
+                print(f"{size:>6,} sessions  first_callouts {best * 1000:7.1f} ms {selected_rows(client) - read:>11,} "
+                      "rows read", flush=True)
             for size in (500, 6_000):
                 found = timed(client, args.repeat, lookup, size, rng)
                 base = timed(client, args.repeat, by_key, size, rng)
@@ -125,6 +161,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"ordered by dedup_key {base[0]:7.1f} ms {base[1]:>11,} rows   "
                       f"by (app, hour, key) {hour[0]:7.1f} ms {hour[1]:>11,} rows   "
                       f"lookup / ordered x{found[0] / base[0]:.1f}", flush=True)
+            began = time.perf_counter()
+            apply_migrations(settings, client)  # 0018: the projection, materialized for the stored rows
+            sink = ClickHouseSink(client, DB)  # (a sink reads whether a table has the projection once)
+            print(f"0018_event_key_projection applied in {time.perf_counter() - began:.0f} s: "
+                  f"{projection_bytes_per_row(client, args.rows):.1f} compressed B per stored row")
+            for size in (500, 6_000):
+                found = timed(client, args.repeat, lookup, size, rng)
+                proj = timed(client, args.repeat, by_projection, size, rng)
+                print(f"{size:>6,} new keys   lookup {found[0]:7.1f} ms {found[1]:>11,} rows read   "
+                      f"(the projection alone {proj[0]:7.1f} ms {proj[1]:>11,} rows)", flush=True)
         finally:
             store.close_all()
     return 0

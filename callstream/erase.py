@@ -3,7 +3,8 @@
 A row is erased when a number column holds the number in clear or in its keyed-hash form (computed with
 the configured pepper), or when its ``raw``/``extra``/``body``/``session_id`` text contains either form
 (e.g. inside a ``sessionId``). Deletes are lightweight ``DELETE FROM … WHERE …`` on every MergeTree
-table of the database that has such columns (``*_local`` tables ``ON CLUSTER`` on a cluster).
+table of the database that has such columns (``*_local`` tables ``ON CLUSTER`` on a cluster), and
+``ALTER TABLE … DELETE`` mutations on a table with a projection (``call_events``).
 
 Not erasable here, and reported as such:
 
@@ -96,6 +97,7 @@ def erase_number(settings: Settings, number: str, client: Client | None = None) 
     db, cluster = settings.clickhouse_database, settings.clickhouse_cluster
     on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
     report = EraseReport(forms=len(forms))
+    projected = _projected_tables(client, db)
     for table, columns in sorted(_tables(client, db, cluster).items()):
         condition = _condition(columns)
         if not condition:
@@ -105,7 +107,7 @@ def erase_number(settings: Settings, number: str, client: Client | None = None) 
         ]
         if count:
             with store.locked(client):
-                client.command(f"DELETE FROM {db}.`{table}`{on_cluster} WHERE {condition}", parameters=params)
+                client.command(_delete(db, table, on_cluster, condition, table in projected), parameters=params)
         report.deleted[table] = int(count)
         masked_cols = [c for c in columns if c in NUMBER_COLUMNS and policy.mode(c) == "mask"]
         if masked_cols:
@@ -116,6 +118,22 @@ def erase_number(settings: Settings, number: str, client: Client | None = None) 
             if masked:
                 report.masked_not_deleted[table] = int(masked)
     return report
+
+
+def _projected_tables(client: Client, db: str) -> set[str]:
+    """The tables of ``db`` with a projection (call_events' by_key, 0018_event_key_projection.sql)."""
+    rows = store.query_rows(client, "SELECT DISTINCT table FROM system.projections WHERE database = {db:String}",
+                            {"db": db})
+    return {str(row[0]) for row in rows}
+
+
+def _delete(db: str, table: str, on_cluster: str, condition: str, projected: bool) -> str:
+    """A lightweight ``DELETE FROM``, or for a table with a projection a mutation that rewrites the parts
+    and their projections: a lightweight delete only masks rows in the part, and a query the engine
+    answers from the projection would still see them (the table keeps lightweight deletes refused)."""
+    if projected:
+        return f"ALTER TABLE {db}.`{table}`{on_cluster} DELETE WHERE {condition} SETTINGS mutations_sync = 2"
+    return f"DELETE FROM {db}.`{table}`{on_cluster} WHERE {condition}"
 
 
 @contextlib.contextmanager

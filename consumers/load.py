@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 RETRIABLE_CODES = frozenset({
     3, 32, 60, 81, 159, 164, 202, 203, 209, 210, 236, 241, 242, 252, 285, 286, 319, 394, 425, 439, 999,
 })
+KEY_PROJECTION = "by_key"  # a table's projection ordered by dedup_key (0018_event_key_projection.sql)
+_UNCOVERED = "uncovered:"  # before a table's name: the lookup row that counts its parts without the projection
 # Errors raised while serialising rows in Python: the batch itself is bad.
 _DATA_ERRORS = (TypeError, ValueError, OverflowError, KeyError, AttributeError, UnicodeError)
 
@@ -86,6 +88,7 @@ class ClickHouseSink:
         self._columns: dict[str, list[str]] = {}
         self._schemas: dict[str, pa.Schema | None] = {}
         self._every_column: dict[str, frozenset[str]] = {}  # with the ones filled by ClickHouse
+        self._key_projection: dict[str, bool] = {}
 
     def columns(self, table: str) -> list[str]:
         """Columns without a DEFAULT expression (those are filled by ClickHouse, e.g. loaded_at)."""
@@ -130,30 +133,70 @@ class ClickHouseSink:
         """For each table, the keys of ``wanted`` already stored, with the notification that stored them
         (a redelivered record finds its own rows: stored, maybe not yet published) and, for ``cdrs``, the
         digest of the stored ``raw`` (``raw_digest``, stored at insert; ``content_digest`` computes it for
-        an incoming CDR: a CDR under a stored key with other content). One
-        query for every table (each query has a fixed cost in the engine); the keys are bound values."""
+        an incoming CDR: a CDR under a stored key with other content). One query for every table (each
+        query has a fixed cost in the engine); the keys are bound values.
+
+        A table with a key projection (``call_events``, 0018_event_key_projection.sql) is asked through it
+        first: which keys the projection holds, then those keys' rows. The same query counts the table's
+        parts without the projection; if there are any, that table is asked again the plain way."""
         found: dict[str, dict[int, tuple[str, str]]] = {table: {} for table in wanted}
+        keys = {table: sorted(set(ks)) for table, ks in wanted.items()}
+        rows = self._lookup({table: ks for table, ks in keys.items() if ks}, projections=True)
+        uncovered = {table.removeprefix(_UNCOVERED) for table, _, _, _ in rows if table.startswith(_UNCOVERED)}
+        if uncovered:
+            log.warning("%s has parts without its %s projection: its key lookups read the whole table until "
+                        "`ALTER TABLE %s MATERIALIZE PROJECTION %s` has run", ", ".join(sorted(uncovered)),
+                        KEY_PROJECTION, ", ".join(f"{self.database}.{t}" for t in sorted(uncovered)), KEY_PROJECTION)
+            rows = [row for row in rows if row[0] not in uncovered] + self._lookup(
+                {table: keys[table] for table in uncovered}, projections=False)
+        for table, key, notification_id, content in rows:
+            if not table.startswith(_UNCOVERED):
+                found[table][key] = (notification_id, content)
+        return found
+
+    def _lookup(self, keys: Mapping[str, list[int]], *, projections: bool) -> list[tuple[str, int, str, str]]:
+        """``(table, key, notification id, digest)`` of every stored key, plus ``("uncovered:<table>", 0,
+        <count>, "")`` for a table read through its projection while some of its parts lack it."""
         parts: list[str] = []
         bound: dict[str, Any] = {}
-        for table, keys in wanted.items():
-            ordered = sorted(set(keys))
-            if not ordered:
-                continue
+        for table, ordered in keys.items():
             n = len(parts)
             bound[f"t{n}"], bound[f"k{n}"] = table, store.uint64_array(ordered)
             digest = self._cdr_digest_sql() if table == "cdrs" else "''"
+            where = f"dedup_key IN {{k{n}:Array(UInt64)}}"
+            if projections and self.has_key_projection(table):
+                where = (f"dedup_key IN (SELECT dedup_key FROM mergeTreeProjection({self.database}, {table}, "
+                         f"{KEY_PROJECTION}) WHERE {where})")
+                parts.append(
+                    f"SELECT concat('{_UNCOVERED}', {{t{n}:String}}), toUInt64(0), toString(count()), '' FROM system.parts "
+                    f"WHERE database = {{db:String}} AND table = {{t{n}:String}} AND active AND name NOT IN "
+                    f"(SELECT parent_name FROM system.projection_parts WHERE database = {{db:String}} "
+                    f"AND table = {{t{n}:String}} AND name = '{KEY_PROJECTION}' AND active) HAVING count() > 0")
+                bound["db"] = self.database
             parts.append(f"SELECT {{t{n}:String}}, dedup_key, any(notification_id), {digest} "
-                         f"FROM {self.database}.{table} WHERE dedup_key IN {{k{n}:Array(UInt64)}} GROUP BY dedup_key")
+                         f"FROM {self.database}.{table} WHERE {where} GROUP BY dedup_key")
         if not parts:
-            return found
+            return []
         sql = " UNION ALL ".join(parts)
 
         def run() -> list[Any]:
             with store.locked(self.client):
                 return list(self.client.query(sql, parameters=bound).result_rows)
-        for table, key, notification_id, content in _guard(run):
-            found[table][int(key)] = (str(notification_id), str(content))
-        return found
+        return [(str(table), int(key), str(notification_id), str(content))
+                for table, key, notification_id, content in _guard(run)]
+
+    def has_key_projection(self, table: str) -> bool:
+        """Whether ``table`` has the key projection (a MergeTree table here; on a cluster the loader
+        writes to a Distributed table, whose shards' local tables hold it: the lookup reads the table)."""
+        known = self._key_projection.get(table)
+        if known is None:
+            def ask() -> bool:
+                sql = ("SELECT count() FROM system.projections WHERE database = {db:String} AND table = {t:String} "
+                       "AND name = {p:String}")
+                return bool(store.query_rows(self.client, sql, {"db": self.database, "t": table,
+                                                                "p": KEY_PROJECTION})[0][0])
+            known = self._key_projection[table] = bool(_guard(ask))
+        return known
 
     def _cdr_digest_sql(self) -> str:
         """The probe's digest of a stored CDR: the stored ``raw_digest`` (0016_raw_digest), or, on a store

@@ -1,0 +1,90 @@
+"""The key lookup through call_events' by_key projection (0018) on real chDB: the same answer as reading
+the table, in every part, with keys stored twice, and when some parts lack the projection."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from consumers.load import KEY_PROJECTION, ClickHouseSink
+from core import store
+from core.settings import Settings
+from schemas.migrate import apply_migrations
+
+MARCH = "2024-03-12 10:00:00"
+APRIL = "2024-04-02 08:00:00"
+
+
+def _store_events(settings: Settings, keys: list[int], notification: str, at: str) -> None:
+    """Rows of ``keys`` in call_events, one insert (one part), received now (inside the retention TTL)."""
+    db = settings.clickhouse_database
+    values = ", ".join(f"({key}, '{notification}', 'app', toDateTime64('{at}', 3, 'UTC'), now64(6), '')" for key in keys)
+    store.query_rows(store.connect(settings),
+                     f"INSERT INTO {db}.call_events (dedup_key, notification_id, app_key, event_time, received_at, raw) "
+                     f"VALUES {values}")
+
+
+@pytest.fixture
+def sink(settings: Settings) -> ClickHouseSink:
+    apply_migrations(settings)
+    return ClickHouseSink(store.connect(settings), settings.clickhouse_database)
+
+
+def test_the_migration_gives_call_events_the_projection_and_not_cdrs(sink: ClickHouseSink) -> None:
+    assert sink.has_key_projection("call_events")
+    assert not sink.has_key_projection("cdrs")  # its bytes budget: see 0018_event_key_projection.sql
+
+
+def test_lookup_through_the_projection_equals_reading_the_table(settings: Settings, sink: ClickHouseSink) -> None:
+    rng = random.Random(18)
+    batches = [[rng.getrandbits(64) for _ in range(300)] for _ in range(4)]
+    for i, keys in enumerate(batches):  # four parts, two months
+        _store_events(settings, keys, f"n{i}", MARCH if i % 2 else APRIL)
+    again = batches[0][:20]
+    _store_events(settings, again, "n-again", MARCH)  # keys stored twice, by two notifications
+    cdr_keys = [rng.getrandbits(64) for _ in range(5)]
+    wanted_events = sorted({*rng.sample([k for b in batches for k in b], 400), *again,
+                            *(rng.getrandbits(64) for _ in range(3000))})
+    found = sink.stored_notifications({"call_events": wanted_events, "cdrs": cdr_keys})
+    plain = {key: owner for _, key, owner, _ in sink._lookup({"call_events": wanted_events}, projections=False)}
+    stored = {k for b in batches for k in b}
+    assert set(found["call_events"]) == set(plain) == stored.intersection(wanted_events)
+    twice = set(again)  # any() of two owners: either answer is one of them, in both ways of asking
+    assert all(found["call_events"][k][0] == owner for k, owner in plain.items() if k not in twice)
+    assert all({found["call_events"][k][0], plain[k]} <= {"n0", "n-again"} for k in twice)
+    assert found["cdrs"] == {}
+
+
+def test_parts_without_the_projection_are_read_the_plain_way(
+    settings: Settings, sink: ClickHouseSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = random.Random(7)
+    march, april = [rng.getrandbits(64) for _ in range(50)], [rng.getrandbits(64) for _ in range(50)]
+    _store_events(settings, march, "march", MARCH)
+    _store_events(settings, april, "april", APRIL)
+    db = settings.clickhouse_database
+    store.query_rows(store.connect(settings), f"ALTER TABLE {db}.call_events CLEAR PROJECTION {KEY_PROJECTION} "
+                                              "IN PARTITION 202403 SETTINGS mutations_sync = 2")
+    lacking = store.query_rows(store.connect(settings), (
+        "SELECT count() FROM system.parts WHERE database = {db:String} AND table = 'call_events' AND active AND name "
+        "NOT IN (SELECT parent_name FROM system.projection_parts WHERE database = {db:String} AND active)"),
+        {"db": db})
+    assert lacking[0][0] >= 1  # the March part has no projection now
+    wanted = sorted([*march[:10], *april[:10], *(rng.getrandbits(64) for _ in range(100))])
+    with caplog.at_level(logging.WARNING, logger="consumers.load"):
+        found = sink.stored_notifications({"call_events": wanted})
+    assert set(found["call_events"]) == {*march[:10], *april[:10]}
+    assert {owner for owner, _ in found["call_events"].values()} == {"march", "april"}
+    assert any("without its by_key projection" in record.getMessage() for record in caplog.records)
+
+
+def test_a_lightweight_delete_on_call_events_is_refused(settings: Settings, sink: ClickHouseSink) -> None:
+    """A lightweight delete would only mask the row, and a query answered from the projection would still
+    return it: the table refuses it (erase uses ALTER TABLE ... DELETE, tests/test_erase.py)."""
+    _store_events(settings, [11, 12], "n", MARCH)
+    db = settings.clickhouse_database
+    with pytest.raises(Exception, match="(?i)projection"):
+        store.query_rows(store.connect(settings), f"DELETE FROM {db}.call_events WHERE dedup_key = 11")
+    assert sorted(r[0] for r in store.query_rows(store.connect(settings), f"SELECT dedup_key FROM {db}.call_events")) == [11, 12]
