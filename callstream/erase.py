@@ -33,6 +33,7 @@ from core import store
 from core.data_lock import hold_data_dir
 from core.errors import ConfigError
 from core.settings import Settings
+from schemas.projections import projected_tables
 
 TEXT_COLUMNS = ("raw", "extra", "body", "session_id")
 _NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
@@ -97,7 +98,7 @@ def erase_number(settings: Settings, number: str, client: Client | None = None) 
     db, cluster = settings.clickhouse_database, settings.clickhouse_cluster
     on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
     report = EraseReport(forms=len(forms))
-    projected = _projected_tables(client, db)
+    projected = projected_tables(client, db)
     for table, columns in sorted(_tables(client, db, cluster).items()):
         condition = _condition(columns)
         if not condition:
@@ -118,13 +119,6 @@ def erase_number(settings: Settings, number: str, client: Client | None = None) 
             if masked:
                 report.masked_not_deleted[table] = int(masked)
     return report
-
-
-def _projected_tables(client: Client, db: str) -> set[str]:
-    """The tables of ``db`` with a projection (call_events' by_key, 0018_event_key_projection.sql)."""
-    rows = store.query_rows(client, "SELECT DISTINCT table FROM system.projections WHERE database = {db:String}",
-                            {"db": db})
-    return {str(row[0]) for row in rows}
 
 
 def _delete(db: str, table: str, on_cluster: str, condition: str, projected: bool) -> str:

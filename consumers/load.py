@@ -22,6 +22,7 @@ from consumers.arrow_block import arrow_schema, arrow_stream
 from consumers.dedupe import NumberState, insert_token
 from core import store
 from core.errors import StoreError, StoreFailed, StoreRejected, StoreUnavailable
+from schemas.projections import KEY_PROJECTION, has_projection
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 RETRIABLE_CODES = frozenset({
     3, 32, 60, 81, 159, 164, 202, 203, 209, 210, 236, 241, 242, 252, 285, 286, 319, 394, 425, 439, 999,
 })
-KEY_PROJECTION = "by_key"  # a table's projection ordered by dedup_key (0018_event_key_projection.sql)
 _UNCOVERED = "uncovered:"  # before a table's name: the lookup row that counts its parts without the projection
 # Errors raised while serialising rows in Python: the batch itself is bad.
 _DATA_ERRORS = (TypeError, ValueError, OverflowError, KeyError, AttributeError, UnicodeError)
@@ -89,6 +89,7 @@ class ClickHouseSink:
         self._schemas: dict[str, pa.Schema | None] = {}
         self._every_column: dict[str, frozenset[str]] = {}  # with the ones filled by ClickHouse
         self._key_projection: dict[str, bool] = {}
+        self._warned: set[str] = set()  # tables whose parts without the projection were logged
 
     def columns(self, table: str) -> list[str]:
         """Columns without a DEFAULT expression (those are filled by ClickHouse, e.g. loaded_at)."""
@@ -136,17 +137,19 @@ class ClickHouseSink:
         an incoming CDR: a CDR under a stored key with other content). One query for every table (each
         query has a fixed cost in the engine); the keys are bound values.
 
-        A table with a key projection (``call_events``, 0018_event_key_projection.sql) is asked through it
+        A table with a key projection (``call_events``, schemas/projections.py) is asked through it
         first: which keys the projection holds, then those keys' rows. The same query counts the table's
         parts without the projection; if there are any, that table is asked again the plain way."""
         found: dict[str, dict[int, tuple[str, str]]] = {table: {} for table in wanted}
         keys = {table: sorted(set(ks)) for table, ks in wanted.items()}
         rows = self._lookup({table: ks for table, ks in keys.items() if ks}, projections=True)
         uncovered = {table.removeprefix(_UNCOVERED) for table, _, _, _ in rows if table.startswith(_UNCOVERED)}
-        if uncovered:
+        if uncovered - self._warned:
+            self._warned |= uncovered
             log.warning("%s has parts without its %s projection: its key lookups read the whole table until "
                         "`ALTER TABLE %s MATERIALIZE PROJECTION %s` has run", ", ".join(sorted(uncovered)),
                         KEY_PROJECTION, ", ".join(f"{self.database}.{t}" for t in sorted(uncovered)), KEY_PROJECTION)
+        if uncovered:
             rows = [row for row in rows if row[0] not in uncovered] + self._lookup(
                 {table: keys[table] for table in uncovered}, projections=False)
         for table, key, notification_id, content in rows:
@@ -186,16 +189,13 @@ class ClickHouseSink:
                 for table, key, notification_id, content in _guard(run)]
 
     def has_key_projection(self, table: str) -> bool:
-        """Whether ``table`` has the key projection (a MergeTree table here; on a cluster the loader
-        writes to a Distributed table, whose shards' local tables hold it: the lookup reads the table)."""
+        """Whether ``table`` has the key projection (read once: a MergeTree table on a single node with
+        ClickHouse 25.12 or later, or the embedded engine; on a cluster the loader writes to a Distributed
+        table, which the lookup reads the plain way)."""
         known = self._key_projection.get(table)
         if known is None:
-            def ask() -> bool:
-                sql = ("SELECT count() FROM system.projections WHERE database = {db:String} AND table = {t:String} "
-                       "AND name = {p:String}")
-                return bool(store.query_rows(self.client, sql, {"db": self.database, "t": table,
-                                                                "p": KEY_PROJECTION})[0][0])
-            known = self._key_projection[table] = bool(_guard(ask))
+            known = self._key_projection[table] = bool(_guard(lambda: has_projection(self.client, self.database,
+                                                                                       table)))
         return known
 
     def _cdr_digest_sql(self) -> str:

@@ -39,6 +39,8 @@ from core import store
 from core.errors import ConfigError
 from core.settings import Settings
 from schemas.cluster import cluster_statements, merge_tree_tables
+from schemas.projections import MIN_VERSION, TABLE, ensure_key_projection
+from schemas.projections import statements as key_projection_statements
 from schemas.retention import apply_retention, retention_statements
 
 log = logging.getLogger(__name__)
@@ -270,6 +272,7 @@ def apply_migrations(
         log.info("applied migration %s to %s", migration.label, db)
         applied.append(migration.label)
     apply_retention(settings, client, cluster=cluster)  # table TTLs from the settings (idempotent)
+    ensure_key_projection(settings, client, cluster=cluster)  # where the engine can hold it (idempotent)
     return applied
 
 
@@ -288,6 +291,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
                 for rollup in rollups(render(migration.text(), values)).values():
                     print(f"-- backfill of {rollup.target}\nTRUNCATE TABLE {rollup.target};\n"
                           f"INSERT INTO {rollup.target} {rollup.backfill};\n")
+        if not (cluster or settings.clickhouse_cluster):
+            print(f"-- {TABLE}' key projection (ClickHouse {MIN_VERSION[0]}.{MIN_VERSION[1]} or later, when missing: "
+                  "schemas/projections.py)")
+            for stmt in key_projection_statements(settings.clickhouse_database):
+                print(stmt + ";\n")
         print("-- retention (applied when it differs from the tables' current TTL)")
         for stmt in retention_statements(settings, cluster):
             print(stmt + ";\n")

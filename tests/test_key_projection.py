@@ -1,5 +1,6 @@
-"""The key lookup through call_events' by_key projection (0018) on real chDB: the same answer as reading
-the table, in every part, with keys stored twice, and when some parts lack the projection."""
+"""call_events' by_key projection (schemas/projections.py) on real chDB: migrate adds it where the engine
+can hold it, and the key lookup through it gives the same answer as reading the table, in every part,
+with keys stored twice, and when some parts lack the projection."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import random
 
 import pytest
 
-from consumers.load import KEY_PROJECTION, ClickHouseSink
+from consumers.load import ClickHouseSink
 from core import store
 from core.settings import Settings
+from schemas import projections
 from schemas.migrate import apply_migrations
+from schemas.projections import KEY_PROJECTION, ensure_key_projection
 
 MARCH = "2024-03-12 10:00:00"
 APRIL = "2024-04-02 08:00:00"
@@ -32,9 +35,27 @@ def sink(settings: Settings) -> ClickHouseSink:
     return ClickHouseSink(store.connect(settings), settings.clickhouse_database)
 
 
-def test_the_migration_gives_call_events_the_projection_and_not_cdrs(sink: ClickHouseSink) -> None:
+def test_migrate_gives_call_events_the_projection_and_not_cdrs(settings: Settings, sink: ClickHouseSink) -> None:
     assert sink.has_key_projection("call_events")
-    assert not sink.has_key_projection("cdrs")  # its bytes budget: see 0018_event_key_projection.sql
+    assert not sink.has_key_projection("cdrs")  # its bytes budget: see schemas/projections.py
+    assert ensure_key_projection(settings) == []  # there already: nothing to do
+    assert ensure_key_projection(settings, cluster="c1") == []  # a cluster's loader reads the Distributed table
+
+
+def test_an_engine_without_projection_settings_keeps_the_plain_lookup(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On ClickHouse before 25.12 migrate leaves call_events alone, and the lookup reads the table."""
+    monkeypatch.setattr(projections, "engine_version", lambda client: (25, 8))
+    apply_migrations(settings)
+    sink = ClickHouseSink(store.connect(settings), settings.clickhouse_database)
+    assert not sink.has_key_projection("call_events")
+    _store_events(settings, [5, 6], "n", MARCH)
+    assert sink.stored_notifications({"call_events": [4, 5, 6, 7]})["call_events"] == {5: ("n", ""), 6: ("n", "")}
+    monkeypatch.undo()  # the engine upgraded: the next migrate adds it, for the rows already stored too
+    assert ensure_key_projection(settings)
+    assert ClickHouseSink(store.connect(settings), settings.clickhouse_database).stored_notifications(
+        {"call_events": [4, 5, 6, 7]})["call_events"] == {5: ("n", ""), 6: ("n", "")}
 
 
 def test_lookup_through_the_projection_equals_reading_the_table(settings: Settings, sink: ClickHouseSink) -> None:

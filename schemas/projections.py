@@ -1,0 +1,97 @@
+"""``call_events``' key projection (``by_key``), added by ``callstream migrate`` where the engine can hold it.
+
+Before a batch is inserted the loader asks which of its keys are stored (``ClickHouseSink.stored_notifications``).
+``call_events`` is ordered by (app_key, hour, dedup_key) and its bloom filter cannot exclude a granule for
+thousands of keys at once, so that lookup reads the whole table: on 10 M events 9.97 M rows and 285 ms for
+a batch's 6,000 new keys, growing with the table (bench/key_lookup.py). This projection holds each part's
+keys sorted (index granularity 256, 4 KB compressed blocks, so a key reads one small block); the lookup
+first finds which keys the projection has (108 ms, 2.0 M rows read; 500 keys 32 ms against 184), then
+reads those keys' owners only. It costs 8.2 B a stored event on disk and, on a small store, ~15 us of the
+consumer's CPU a row (built at every insert and rebuilt at every merge): it pays off from about 5 M stored
+events. ``cdrs`` has none: its 200 B a CDR budget has no room for it.
+
+It is not a numbered migration, because it needs projection-level settings (``WITH SETTINGS``, ClickHouse
+25.12 and later; the embedded engine has them) and the cluster in deploy/ runs 25.8. ``ensure_key_projection``
+runs at every migrate, as the retention TTLs do: on a single node whose engine has them it adds the
+projection and materializes it for the rows already stored (a mutation that reads the key column once:
+4 s for 10 M events); on an older server it logs why not and changes nothing (the first migrate after an
+upgrade adds it); on a cluster it changes nothing (the loader reads the Distributed table, which cannot be
+asked through a shard's projection).
+
+ReplacingMergeTree keeps a projection only when told what merges do with it: rebuild it. Lightweight deletes
+stay refused on the table (the engine's default with a projection): a lightweight delete only masks rows in
+the part, and a query answered from the projection (``SELECT dedup_key FROM call_events``) still returned a
+deleted row; ``callstream erase`` uses an ``ALTER TABLE ... DELETE`` mutation on it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from clickhouse_connect.driver.client import Client
+
+from core import store
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_PROJECTION = "by_key"
+TABLE = "call_events"
+MIN_VERSION = (25, 12)  # projection-level settings (ClickHouse PR 90158)
+
+
+def statements(database: str) -> list[str]:
+    """What adds the projection to ``<database>.call_events`` and writes it for the stored rows."""
+    table = f"{database}.{TABLE}"
+    return [
+        f"ALTER TABLE {table} MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'",
+        f"ALTER TABLE {table} ADD PROJECTION IF NOT EXISTS {KEY_PROJECTION} (SELECT dedup_key ORDER BY dedup_key) "
+        "WITH SETTINGS (index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 4096)",
+        f"ALTER TABLE {table} MATERIALIZE PROJECTION {KEY_PROJECTION} SETTINGS mutations_sync = 2",
+    ]
+
+
+def engine_version(client: Client) -> tuple[int, int]:
+    """(major, minor) of the engine, from ``version()`` (e.g. 26.9.2.1 -> (26, 9))."""
+    text = str(store.query_rows(client, "SELECT version()")[0][0])
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def has_projection(client: Client, database: str, table: str, name: str = KEY_PROJECTION) -> bool:
+    """Whether ``database.table`` defines the projection ``name`` (read from its DDL: every version has it)."""
+    rows = store.query_rows(client, "SELECT create_table_query FROM system.tables WHERE database = {db:String} "
+                                    "AND name = {t:String}", {"db": database, "t": table})
+    return bool(rows) and f"PROJECTION {name} " in str(rows[0][0])
+
+
+def projected_tables(client: Client, database: str) -> set[str]:
+    """The tables of ``database`` with any projection."""
+    rows = store.query_rows(client, "SELECT name FROM system.tables WHERE database = {db:String} "
+                                    "AND create_table_query LIKE '%PROJECTION %'", {"db": database})
+    return {str(row[0]) for row in rows}
+
+
+def ensure_key_projection(settings: Settings, client: Client | None = None, *, cluster: str = "") -> list[str]:
+    """Add and materialize ``call_events``' key projection where it belongs (see the module's text);
+    returns the statements run (``[]`` when it is there already, or does not belong)."""
+    client = client or store.connect(settings)
+    if cluster or settings.clickhouse_cluster:
+        return []
+    db = settings.clickhouse_database
+    exists = store.query_rows(client, "SELECT count() FROM system.tables WHERE database = {db:String} AND name = "
+                                      "{t:String}", {"db": db, "t": TABLE})
+    if not exists[0][0] or has_projection(client, db, TABLE):
+        return []
+    version = engine_version(client)
+    if version < MIN_VERSION:
+        log.info("%s.%s keeps its key lookups without the %s projection: ClickHouse %d.%d has no projection "
+                 "settings (%d.%d and later do); the first migrate after an upgrade adds it",
+                 db, TABLE, KEY_PROJECTION, *version, *MIN_VERSION)
+        return []
+    ran = statements(db)
+    with store.locked(client):
+        for stmt in ran:
+            client.command(stmt)
+    log.info("added the %s projection to %s.%s (key lookups read it)", KEY_PROJECTION, db, TABLE)
+    return ran
