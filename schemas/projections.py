@@ -27,6 +27,7 @@ deleted row; ``callstream erase`` uses an ``ALTER TABLE ... DELETE`` mutation on
 from __future__ import annotations
 
 import logging
+import re
 
 from clickhouse_connect.driver.client import Client
 
@@ -62,14 +63,17 @@ def has_projection(client: Client, database: str, table: str, name: str = KEY_PR
     """Whether ``database.table`` defines the projection ``name`` (read from its DDL: every version has it)."""
     rows = store.query_rows(client, "SELECT create_table_query FROM system.tables WHERE database = {db:String} "
                                     "AND name = {t:String}", {"db": database, "t": table})
-    return bool(rows) and f"PROJECTION {name} " in str(rows[0][0])
+    return bool(rows) and re.search(rf"\bPROJECTION\s+`?{re.escape(name)}\b", str(rows[0][0])) is not None
 
 
 def projected_tables(client: Client, database: str) -> set[str]:
     """The tables of ``database`` with any projection."""
-    rows = store.query_rows(client, "SELECT name FROM system.tables WHERE database = {db:String} "
-                                    "AND create_table_query LIKE '%PROJECTION %'", {"db": database})
-    return {str(row[0]) for row in rows}
+    rows = store.query_rows(client, "SELECT name, create_table_query FROM system.tables WHERE database = {db:String}",
+                            {"db": database})
+    return {str(name) for name, ddl in rows if _ANY_PROJECTION.search(str(ddl))}
+
+
+_ANY_PROJECTION = re.compile(r"\bPROJECTION\s")
 
 
 def ensure_key_projection(settings: Settings, client: Client | None = None, *, cluster: str = "") -> list[str]:
