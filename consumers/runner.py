@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -307,57 +308,58 @@ async def _loop(
     settings: Settings, stop: asyncio.Event, consumer: AIOKafkaConsumer, pipeline: Pipeline,
     ready: asyncio.Event | None, log_reset: LogResetGuard | None = None,
 ) -> None:
-    """Poll, prepare, deliver, commit. While batch N is delivered (Kafka acks, the ClickHouse insert in
-    a thread), the records polled after it are prepared as batch N+1; N+1 is delivered only after
-    N is loaded and committed. The consumer is never polled while a delivery is in flight (the
-    delivery itself polls it while it backs off)."""
+    """Poll, prepare, deliver, commit, batch after batch in poll order. While one batch is delivered
+    (Kafka acks, the ClickHouse insert in a thread) and committed, the ``settings.prepare_ahead``
+    batches polled after it are with the prepare step, which takes them one after another. With 1 (the
+    default) the worker prepares the next batch, then waits for the delivery, the commit and the next
+    poll; with 2 it goes on with the batch after, so it does not wait on the consumer, and the transfer
+    of a prepared batch back to the consumer overlaps the worker's next one, for one more batch in
+    memory (it pays where the worker is the slower half: large batches, bench/consumer.py). A batch is
+    delivered only after the one before it is loaded and committed. The consumer is never polled while
+    a delivery is in flight (the delivery itself polls it while it backs off)."""
     lags: dict[Any, int] = {}
     metrics = pipeline.metrics
-    pending: tuple[Batch, float] | None = None  # prepared, not yet delivered
+    ahead: deque[tuple[asyncio.Task[Batch], float]] = deque()  # handed to prepare, not yet delivered
+    fill = settings.prepare_ahead + 1  # the next one to deliver and those behind it
     log_reset = log_reset or LogResetGuard(metrics)
-    while not stop.is_set() or pending is not None:
-        records: list[Any] = []
-        if not stop.is_set():  # stopping: deliver the prepared batch, poll nothing new
-            # with a batch waiting, take only what is already fetched: do not delay its delivery
-            timeout_ms = 0 if pending is not None else settings.flush_interval_ms
-            fetched = time.perf_counter()
-            polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_events)
-            metrics.add_stage_seconds({"fetch": time.perf_counter() - fetched} if polled else {})  # not idling
-            if ready is not None and not ready.is_set() and consumer.assignment():
-                ready.set()
-            records = [rec for recs in polled.values() for rec in recs]
-            await log_reset.check(consumer, polled_nothing=not records)
-        if pending is None:
-            if records and await fetch_schemas_with_retry(
-                    pipeline, records, consumer, stop, settings.load_retry_max_backoff_s):
-                started = time.perf_counter()
-                pending = (await pipeline.prepare_async(records), started)
-            continue
-        batch, started = pending
-        pending = None
-        delivery = asyncio.create_task(
-            deliver_with_retry(pipeline, batch, consumer, stop, settings.load_retry_max_backoff_s))
-        if records:
-            try:
-                # the delivery in flight owns the consumer's polling: this one only waits
-                if await fetch_schemas_with_retry(pipeline, records, None, stop, settings.load_retry_max_backoff_s):
-                    next_started = time.perf_counter()
-                    pending = (await pipeline.prepare_async(records), next_started)
-            except BaseException:
-                delivery.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await delivery
-                raise
-        waited = time.perf_counter()
-        if not await delivery:
-            return  # stopped while the store was down: nothing committed, the batches are redelivered
-        metrics.add_stage_seconds({"wait": time.perf_counter() - waited})  # prepared, waiting for the delivery
-        committing = time.perf_counter()
-        if not await commit(consumer, batch):
-            continue
-        metrics.add_stage_seconds({"commit": time.perf_counter() - committing})
-        metrics.batch_seconds.observe(time.perf_counter() - started)
-        update_lag(consumer, batch.offsets, lags, metrics)
+    try:
+        while not stop.is_set() or ahead:
+            if not stop.is_set() and len(ahead) < fill:  # stopping: poll nothing new
+                # with a batch on its way, take only what is already fetched: do not delay its delivery
+                timeout_ms = 0 if ahead else settings.flush_interval_ms
+                fetched = time.perf_counter()
+                polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_events)
+                metrics.add_stage_seconds({"fetch": time.perf_counter() - fetched} if polled else {})  # not idling
+                if ready is not None and not ready.is_set() and consumer.assignment():
+                    ready.set()
+                records = [rec for recs in polled.values() for rec in recs]
+                await log_reset.check(consumer, polled_nothing=not records)
+                if records and await fetch_schemas_with_retry(
+                        pipeline, records, consumer, stop, settings.load_retry_max_backoff_s):
+                    ahead.append((asyncio.create_task(pipeline.prepare_async(records)), time.perf_counter()))
+                    if len(ahead) < fill:
+                        continue  # more may be fetched already: hand it over before delivering
+            if not ahead:
+                continue
+            task, started = ahead[0]
+            waited = time.perf_counter()
+            batch = await task
+            ahead.popleft()
+            metrics.add_stage_seconds({"wait": time.perf_counter() - waited})  # the worker had not finished it
+            if not await deliver_with_retry(pipeline, batch, consumer, stop, settings.load_retry_max_backoff_s):
+                return  # stopped while the store was down: nothing committed, the batches are redelivered
+            committing = time.perf_counter()
+            if not await commit(consumer, batch):
+                continue
+            metrics.add_stage_seconds({"commit": time.perf_counter() - committing})
+            metrics.batch_seconds.observe(time.perf_counter() - started)
+            update_lag(consumer, batch.offsets, lags, metrics)
+    finally:
+        for task, _ in ahead:  # stopped or failed: what is not delivered is not committed (redelivered)
+            task.cancel()
+        for task, _ in ahead:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

@@ -175,6 +175,7 @@ class Settings(BaseSettings):
     republish: bool = True
     consumer_metrics_port: int = 9108
     prepare_worker: bool = True  # prepare batches in a child process (consumers/worker.py), on a core of its own
+    prepare_ahead: int = Field(default=1, ge=1, le=8, description="polled batches with the prepare step while one is delivered")
 
     # --- query endpoint (embedded store) ------------------------------------------------------
     query_host: str = "127.0.0.1"

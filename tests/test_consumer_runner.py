@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -237,3 +238,59 @@ async def test_poison_is_quarantined_and_the_stream_goes_on(settings: Settings) 
     assert len(dead) == 5
     name, letter = decode(dead[0].value)
     assert name == "dead_letter" and letter["source_topic"] == settings.raw_topic and letter["source_offset"] >= 0
+
+
+class GatedSink(ClickHouseSink):
+    """The real sink, holding its second insert into ``cdrs`` until ``release`` is set."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(store.connect(settings), settings.clickhouse_database)
+        self.cdr_inserts = 0
+        self.release = threading.Event()
+
+    def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:
+        if table == "cdrs":
+            self.cdr_inserts += 1
+            if self.cdr_inserts == 2:
+                assert self.release.wait(60), "the test never released the held insert"
+        return super().insert(table, rows, token)
+
+
+def distinct_cdr_pushes(count: int) -> list[bytes]:
+    body = orjson.loads(sample_bytes("voice_notify_cdr_single.json"))
+    pushes = []
+    for i in range(count):
+        fee = {**body["feeLst"][0], "sessionId": f"ahead-{uuid.uuid4().hex}-{i}"}
+        pushes.append(envelope(orjson.dumps({**body, "feeLst": [fee]})))
+    return pushes
+
+
+@pytest.mark.parametrize("ahead", [1, 2])
+@run_async
+async def test_batches_polled_ahead_of_a_delivery_are_bounded(make_settings: Callable[..., Settings],
+                                                              ahead: int) -> None:
+    # one push per batch; while the second batch's insert is held, the loop hands exactly `ahead` more
+    # batches to the prepare step (the worker) and polls nothing else; released, every CDR lands once
+    settings = make_settings(batch_max_events=1, prepare_ahead=ahead)
+    pushes = distinct_cdr_pushes(8)
+    await produce(settings, pushes)
+    apply_migrations(settings)
+    sink = GatedSink(settings)
+
+    def received(registry: CollectorRegistry) -> float:
+        return registry.get_sample_value("callstream_consumer_received_events_total") or 0
+
+    async def body(registry: CollectorRegistry) -> None:
+        await await_until(lambda: received(registry) == 2 + ahead)  # delivered, held, `ahead` prepared
+        await asyncio.sleep(0.5)
+        assert received(registry) == 2 + ahead and count(settings, CDR_COUNT) == 1
+        sink.release.set()
+        await await_until(lambda: count(settings, CDR_COUNT) == 8)
+        assert received(registry) == 8
+
+    try:
+        await with_consumer(settings, body, sink=sink)
+    finally:
+        sink.release.set()
+    assert count(settings, "SELECT uniqExact(dedup_key) FROM {db}.cdrs") == 8
+

@@ -31,6 +31,7 @@ def test_lists_are_parsed_into_typed_values(monkeypatch: pytest.MonkeyPatch) -> 
     ({"number_protection": "caller_num=scramble"}, "CALLSTREAM_NUMBER_PROTECTION entry 'caller_num=scramble'"),
     ({"auth_schemes": "aksk,basic"}, "CALLSTREAM_AUTH_SCHEMES='basic'"),
     ({"producer_compression": "brotli"}, "CALLSTREAM_PRODUCER_COMPRESSION='brotli'"),
+    ({"prepare_ahead": "0"}, "CALLSTREAM_PREPARE_AHEAD='0'"),
 ])
 def test_a_bad_value_fails_when_built_and_names_its_variable(values: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError) as caught:
