@@ -10,7 +10,10 @@ reads from ``system.events`` how many rows the engine read:
 
 * ``ClickHouseSink.stored_notifications``, the lookup the consumer runs once per batch (``dedup_key IN``);
 * the baseline, the same keys against a table ordered by ``dedup_key`` alone (index granularity 1,024);
-* ``first_callouts`` for 100 and 1,500 of the newest sessions (the other per-batch read of call_events);
+* ``first_callouts`` for 100 and 1,500 of the newest sessions and 1,500 of any (the legs' per-batch read), which reads
+  ``session_callouts`` (0018: the callouts sorted by session, filled by its view as the events are
+  inserted), beside the same question asked of ``call_events`` the way it was before 0018 (the baseline,
+  same run), and the bytes ``session_callouts`` takes per stored event;
 * the same keys as ``(app_key, toStartOfHour(event_time), dedup_key)`` tuples, the table's sorting key,
   each given one of the month's last two hours and an app (a live batch's rows are recent);
 * then, with the key projection added as ``callstream migrate`` adds it (schemas/projections.py; the
@@ -41,6 +44,7 @@ from bench._memory import engine_events  # noqa: E402
 from consumers.load import ClickHouseSink  # noqa: E402
 from core import store  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from schemas import CALLOUTS_TABLE  # noqa: E402
 from schemas.migrate import apply_migrations  # noqa: E402
 from schemas.projections import KEY_PROJECTION, ensure_key_projection  # noqa: E402
 
@@ -92,7 +96,14 @@ def fill(client: Client, rows: int) -> None:
                        "SETTINGS index_granularity = 1024")
         client.command(f"INSERT INTO {DB}.keys_by_key SELECT dedup_key FROM {DB}.call_events")
         client.command(f"OPTIMIZE TABLE {DB}.call_events FINAL")
+        client.command(f"OPTIMIZE TABLE {DB}.{CALLOUTS_TABLE} FINAL")
         client.command(f"OPTIMIZE TABLE {DB}.keys_by_key FINAL")
+
+
+def table_bytes_per_row(client: Client, table: str, rows: int) -> float:
+    found = store.query_rows(client, "SELECT sum(data_compressed_bytes) FROM system.parts "
+                                     f"WHERE database = '{DB}' AND table = '{table}' AND active")
+    return float(found[0][0] or 0) / rows
 
 
 def projection_bytes_per_row(client: Client, rows: int) -> float:
@@ -145,17 +156,34 @@ def main(argv: list[str] | None = None) -> int:
                                                 "WHERE dedup_key IN {keys:Array(UInt64)}",
                                         {"keys": store.uint64_array(keys)})
 
+            def callouts_from_events(sessions: list[str]) -> object:  # first_callouts before 0018
+                return store.query_rows(
+                    client, "SELECT session_id, min(tuple(toUnixTimestamp64Milli(event_time), "
+                    f"toUnixTimestamp64Micro(received_at), called)) FROM {DB}.call_events "
+                    "WHERE session_id IN {sessions:Array(String)} AND event_type = 'callout' GROUP BY session_id",
+                    {"sessions": store.string_array(sorted(set(sessions)))})
+
             calls = args.rows // 4
-            for size in (100, 1_500):  # a batch's sessions: the newest calls (a live batch's are recent)
-                best = float("inf")
-                for _ in range(args.repeat):
-                    sessions = [session_id(calls - 1 - rng.randrange(20_000)) for _ in range(size)]
-                    read = selected_rows(client)
-                    began = time.perf_counter()
-                    sink.first_callouts(sessions)
-                    best = min(best, time.perf_counter() - began)
-                print(f"{size:>6,} sessions  first_callouts {best * 1000:7.1f} ms {selected_rows(client) - read:>11,} "
-                      "rows read", flush=True)
+            print(f"{CALLOUTS_TABLE}: {table_bytes_per_row(client, CALLOUTS_TABLE, args.rows):.1f} compressed B "
+                  "per stored event", flush=True)
+            # a batch's sessions: the newest calls (a live batch's are recent), and, as if session ids sorted
+            # in no relation to time, calls drawn from the whole month
+            for size, span, label in ((100, 20_000, "newest"), (1_500, 20_000, "newest"), (1_500, calls, "any")):
+                figures = {}
+                for name, ask in (("first_callouts", sink.first_callouts), ("from call_events", callouts_from_events)):
+                    best, rows_read = float("inf"), 0
+                    for _ in range(args.repeat):
+                        sessions = [session_id(calls - 1 - rng.randrange(span)) for _ in range(size)]
+                        read = selected_rows(client)
+                        began = time.perf_counter()
+                        ask(sessions)
+                        best = min(best, time.perf_counter() - began)
+                        rows_read = selected_rows(client) - read
+                    figures[name] = best
+                    print(f"{size:>6,} {label:<6} sessions  {name:<16} {best * 1000:7.1f} ms {rows_read:>11,} rows read",
+                          flush=True)
+                print(f"{size:>6,} {label:<6} sessions  first_callouts / from call_events "
+                      f"x{figures['first_callouts'] / figures['from call_events']:.3f}", flush=True)
             for size in (500, 6_000):
                 found = timed(client, args.repeat, lookup, size, rng)
                 base = timed(client, args.repeat, by_key, size, rng)

@@ -22,6 +22,7 @@ from consumers.arrow_block import arrow_schema, arrow_stream
 from consumers.dedupe import NumberState, insert_token
 from core import store
 from core.errors import StoreError, StoreFailed, StoreRejected, StoreUnavailable
+from schemas import CALLOUTS_TABLE
 from schemas.projections import KEY_PROJECTION, has_projection
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class ClickHouseSink:
         self._schemas: dict[str, pa.Schema | None] = {}
         self._every_column: dict[str, frozenset[str]] = {}  # with the ones filled by ClickHouse
         self._key_projection: dict[str, bool] = {}
+        self._tables: dict[str, bool] = {}  # has_table's answers
         self._warned: set[str] = set()  # tables whose parts without the projection were logged
 
     def columns(self, table: str) -> list[str]:
@@ -237,15 +239,32 @@ class ClickHouseSink:
                 for number, latest, changes in rows}
 
     def first_callouts(self, session_ids: Iterable[str]) -> dict[str, tuple[tuple[int, int], str]]:
-        """Per session, the earliest stored ``callout`` event: ((event time ms, receipt us), called)."""
+        """Per session, the earliest stored ``callout`` event: ((event time ms, receipt us), called).
+
+        Read from ``session_callouts`` (0018_session_callouts.sql: every stored callout, sorted by
+        session, so only the asked sessions' granules are read); on a store migrated only to an earlier
+        version, from ``call_events`` (every stored event's session is read)."""
         wanted = sorted(set(session_ids))
         if not wanted:
             return {}
+        if self.has_table(CALLOUTS_TABLE):
+            source, callouts_only = CALLOUTS_TABLE, ""
+        else:
+            source, callouts_only = "call_events", " AND event_type = 'callout'"
         sql = ("SELECT session_id, min(tuple(toUnixTimestamp64Milli(event_time), toUnixTimestamp64Micro(received_at), "
-               f"called)) FROM {self.database}.call_events "
-               "WHERE session_id IN {sessions:Array(String)} AND event_type = 'callout' GROUP BY session_id")
+               f"called)) FROM {self.database}.{source} "
+               f"WHERE session_id IN {{sessions:Array(String)}}{callouts_only} GROUP BY session_id")
         return {str(session): ((int(first[0]), int(first[1])), str(first[2]))
                 for session, first in self._rows(sql, {"sessions": store.string_array(wanted)})}
+
+    def has_table(self, table: str) -> bool:
+        """Whether ``<db>.<table>`` exists (asked once; a table the migrations add is there from then on)."""
+        known = self._tables.get(table)
+        if known is None:
+            rows = self._rows("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                              {"db": self.database, "t": table})
+            known = self._tables[table] = bool(rows[0][0])
+        return known
 
     def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:
         """Insert ``rows`` column-wise; a retry with the same rows is deduplicated by ClickHouse.

@@ -16,5 +16,7 @@ CODES_DIR = SCHEMAS_DIR / "codes"
 ROW_TABLES = ("cdrs", "call_events", "number_status")
 #: every table the consumer writes: the loaded records and the quarantine
 TABLES = (*ROW_TABLES, "failed_events")
+#: every stored callout sorted by session, fed from call_events (0018_session_callouts.sql): the legs' lookup
+CALLOUTS_TABLE = "session_callouts"
 
-__all__ = ["SCHEMAS_DIR", "AVRO_DIR", "CLICKHOUSE_DIR", "CODES_DIR", "ROW_TABLES", "TABLES"]
+__all__ = ["SCHEMAS_DIR", "AVRO_DIR", "CLICKHOUSE_DIR", "CODES_DIR", "ROW_TABLES", "TABLES", "CALLOUTS_TABLE"]

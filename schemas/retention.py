@@ -1,6 +1,7 @@
 """Warehouse retention: one table TTL per table, from the settings, applied after the migrations.
 
     cdrs, call_events          cdr_retention_days / event_retention_days   (default 400)
+    session_callouts           event_retention_days (its rows are call_events' callouts)
     number_status              number_status_retention_days                (default 400)
     failed_events              failed_retention_days                       (default 30)
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 RETENTION_FIELDS: dict[str, str] = {
     "cdrs": "cdr_retention_days",
     "call_events": "event_retention_days",
+    "session_callouts": "event_retention_days",  # the callouts of call_events, by session (0018)
     "number_status": "number_status_retention_days",
     "failed_events": "failed_retention_days",
 }

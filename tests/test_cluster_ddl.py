@@ -56,7 +56,8 @@ def test_merge_tree_tables_become_replicated_local_plus_distributed(settings: Se
     clustered = "\n;\n".join(cluster_statements(single, "prod", db))
     for table in tables:
         assert re.search(rf"CREATE TABLE IF NOT EXISTS {db}\.{table}_local ON CLUSTER prod\s*\(", clustered)
-        key = "cityHash64(session_id)" if table in ("cdrs", "call_events", "cdr_conflicts") else "cityHash64(dedup_key)"
+        key = ("cityHash64(session_id)" if table in ("cdrs", "call_events", "cdr_conflicts", "session_callouts")
+               else "cityHash64(dedup_key)")
         if table.startswith("rollup_"):  # filled on each shard by its materialized views, never through it
             key = "rand()"
         assert (

@@ -119,9 +119,10 @@ def test_erase_deletes_clear_and_hashed_forms_everywhere(make_settings: Callable
     assert stored == keyed_hash(A, PEPPER.encode())  # what the consumer stores
 
     report = erase_number(settings, A)
-    # the KPI rollups keyed by X number are searched too; A is nobody's X number
+    # the KPI rollups keyed by X number are searched too; A is nobody's X number; and the callouts by
+    # session (A's event here is no callout: tests/test_session_callouts.py erases one)
     assert report.deleted == {"call_events": 1, "cdrs": 1, "failed_events": 1, "number_status": 0, "cdr_conflicts": 0,
-                              "rollup_by_binding": 0, "rollup_by_number": 0}
+                              "rollup_by_binding": 0, "rollup_by_number": 0, "session_callouts": 0}
     assert _keys(settings, "cdrs") == [2]  # the longer look-alike number stays
     assert _keys(settings, "call_events") == [4]
     assert _keys(settings, "failed_events") == [7]

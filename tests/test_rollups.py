@@ -154,6 +154,7 @@ def test_migrate_fills_rollups_from_stored_rows_and_rebuild_is_idempotent(settin
     assert all(got == want > 0 for got, want in counts(client, db).values()), counts(client, db)
     daily = view_rows(client, db, "kpi_daily")
     for _ in range(2):
-        assert sorted(rebuild_rollups(settings, client)) == sorted(f"{db}.{r}" for r in ROLLUPS)
+        # the KPI rollups, and the callouts by session (fed from call_events: tests/test_session_callouts.py)
+        assert sorted(rebuild_rollups(settings, client)) == sorted(f"{db}.{r}" for r in (*ROLLUPS, "session_callouts"))
         assert view_rows(client, db, "kpi_daily") == daily
     assert all(got == want for got, want in counts(client, db).values())
