@@ -229,6 +229,10 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
             stages = {s.labels["stage"]: round(s.value / drained * 1e6, 2) for s in metric.samples
                       if s.name.endswith("_total")}
 
+    batches = registry.get_sample_value("callstream_consumer_batch_size_events_count") or 0
+    batch_events = round((registry.get_sample_value("callstream_consumer_batch_size_events_sum") or 0)
+                         / max(batches, 1), 1)  # records per polled batch while draining
+
     prefix = f"lat{settings.consumer_group}-"  # apart from the latency calls of the other runs on this topic
     lat_messages, lat_rows = generate(latency_calls, seed=11, prefix=prefix)
     await produce(settings, lat_messages, rate=latency_rate)
@@ -250,6 +254,7 @@ async def child(settings: Settings, expected_rows: int, latency_calls: int, late
                                          if kv[0] in STAGE_ORDER else 99)),
         "rss_engine_peak_mb": round(split["engine"], 1), "rss_python_peak_mb": round(split["python"], 1),
         "rows": int(drained), "seconds": round(elapsed, 3), "per_s": round(drained / elapsed),
+        "batches": int(batches), "mean_batch_events": batch_events,
         "latency_rows": int(q[1]), "latency_rate_msgs_per_s": latency_rate,
         "p50_ms": float(q[0][0]), "p99_ms": float(q[0][1]), "rss_mb": round(rss, 1),
         "engine_floor_rss_mb": round(engine_floor_mb, 1), "rss_above_engine_mb": round(rss - engine_floor_mb, 1),
@@ -485,7 +490,9 @@ def main() -> int:
     print(f"receipt->row p50 {report['p50_ms']:.0f} ms  p99 {report['p99_ms']:.0f} ms   peak RSS {report['rss_mb']} MB"
           f" (embedded chDB alone {report['rss_embedded_engine_floor_mb']} MB)")
     base_stages = report["baseline"]["stages_us_per_row"]
-    print("us per row  " + "  ".join(f"{k} {v:g}" for k, v in report["stages_us_per_row"].items()))
+    print("us per row  " + "  ".join(f"{k} {v:g}" for k, v in report["stages_us_per_row"].items())
+          + f"   ({report['callstream'].get('batches', 0)} batches, {report['callstream'].get('mean_batch_events', 0)}"
+          " records each on average)")
     print("  baseline  " + "  ".join(f"{k} {v:g}" for k, v in base_stages.items()))
     heap = report["traced_heap_run"]
     print(f"peak RSS split: embedded engine {report['rss_split_peak_mb']['embedded_engine']} MB, "

@@ -57,6 +57,11 @@ class ConsumerMetrics:
             "callstream_consumer_batch_duration_seconds", "Poll-to-commit time of one batch",
             buckets=_LATENCY_BUCKETS, registry=registry,
         )
+        self.batch_events = Histogram(
+            "callstream_consumer_batch_size_events",
+            "Raw records per polled batch (at most CALLSTREAM_BATCH_MAX_EVENTS; fewer when the poll finds fewer)",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10_000, 20_000, 50_000), registry=registry,
+        )
         self.receipt_to_load = Histogram(
             "callstream_consumer_receipt_to_load_seconds", "Edge receipt to ClickHouse insert, per push",
             buckets=_LATENCY_BUCKETS, registry=registry,

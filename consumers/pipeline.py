@@ -155,6 +155,7 @@ class Pipeline:
         """Count what the batch noticed; the batch to deliver."""
         m = self.metrics
         m.received.inc(len(records))
+        m.batch_events.observe(len(records))
         notes = prepared.notes
         for name in notes.invalid_values:
             m.invalid_values.labels(name).inc()

@@ -287,6 +287,9 @@ async def test_batches_polled_ahead_of_a_delivery_are_bounded(make_settings: Cal
         sink.release.set()
         await await_until(lambda: count(settings, CDR_COUNT) == 8)
         assert received(registry) == 8
+        # one record a batch, as CALLSTREAM_BATCH_MAX_EVENTS=1 bounds it
+        assert registry.get_sample_value("callstream_consumer_batch_size_events_count") == 8
+        assert registry.get_sample_value("callstream_consumer_batch_size_events_sum") == 8
 
     try:
         await with_consumer(settings, body, sink=sink)
