@@ -78,7 +78,7 @@ class ConsumerMetrics:
         self.stage_seconds = Counter(
             "callstream_consumer_stage_seconds_total",
             "Wall time spent per consumer stage (fetch, decode, parse, normalise, enrich, keys, dedupe, protect, "
-            "encode, lookup, publish, insert, quarantine, commit)",
+            "encode, lookup, publish, insert, quarantine, commit; wait: the loop waiting for the prepare step)",
             ["stage"], registry=registry,
         )
 
