@@ -197,9 +197,12 @@ class FlakySink(ClickHouseSink):
         return super().insert(table, rows, token)
 
 
+@pytest.mark.parametrize("ahead", [1, 2])
 @run_async
-async def test_store_unavailable_pauses_then_loads_everything(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(load_retry_max_backoff_s=0.2)
+async def test_store_unavailable_pauses_then_loads_everything(make_settings: Callable[..., Settings],
+                                                              ahead: int) -> None:
+    # with batches prepared ahead of the failing delivery too: each is delivered once, in order
+    settings = make_settings(load_retry_max_backoff_s=0.2, batch_max_events=5, prepare_ahead=ahead)
     await produce(settings, all_samples())
     apply_migrations(settings)
     sink = FlakySink(settings, failures=4)
