@@ -261,9 +261,8 @@ class ClickHouseSink:
         """Whether ``<db>.<table>`` exists (asked once; a table the migrations add is there from then on)."""
         known = self._tables.get(table)
         if known is None:
-            rows = self._rows("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-                              {"db": self.database, "t": table})
-            known = self._tables[table] = bool(rows[0][0])
+            ddl = _guard(lambda: store.create_query(self.client, self.database, table))
+            known = self._tables[table] = ddl is not None
         return known
 
     def insert(self, table: str, rows: list[dict[str, Any]], token: str | None = None) -> int:

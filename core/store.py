@@ -123,3 +123,10 @@ def string_array(values: Iterable[str]) -> BoundArray:
 def query_rows(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
     with locked(client):
         return [tuple(row) for row in client.query(sql, parameters=parameters).result_rows]
+
+
+def create_query(client: Client, database: str, table: str) -> str | None:
+    """The DDL of ``database.table`` (``None`` when there is no such table)."""
+    rows = query_rows(client, "SELECT create_table_query FROM system.tables WHERE database = {db:String} "
+                              "AND name = {t:String}", {"db": database, "t": table})
+    return str(rows[0][0]) if rows else None

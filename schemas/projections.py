@@ -60,20 +60,13 @@ def engine_version(client: Client) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def create_query(client: Client, database: str, table: str) -> str | None:
-    """The DDL of ``database.table`` (``None`` when there is no such table)."""
-    rows = store.query_rows(client, "SELECT create_table_query FROM system.tables WHERE database = {db:String} "
-                                    "AND name = {t:String}", {"db": database, "t": table})
-    return str(rows[0][0]) if rows else None
-
-
 def defines_projection(ddl: str, name: str = KEY_PROJECTION) -> bool:
     return re.search(rf"\bPROJECTION\s+`?{re.escape(name)}\b", ddl) is not None
 
 
 def has_projection(client: Client, database: str, table: str, name: str = KEY_PROJECTION) -> bool:
     """Whether ``database.table`` defines the projection ``name`` (read from its DDL: every version has it)."""
-    ddl = create_query(client, database, table)
+    ddl = store.create_query(client, database, table)
     return ddl is not None and defines_projection(ddl, name)
 
 
@@ -94,7 +87,7 @@ def ensure_key_projection(settings: Settings, client: Client | None = None, *, c
     if cluster or settings.clickhouse_cluster:
         return []
     db = settings.clickhouse_database
-    ddl = create_query(client, db, TABLE)
+    ddl = store.create_query(client, db, TABLE)
     if ddl is None or defines_projection(ddl):  # no such table at this schema version, or done already
         return []
     version = engine_version(client)

@@ -68,15 +68,13 @@ def retention_statements(settings: Settings, cluster: str = "") -> list[str]:
 
 
 def current_ttl_days(client: Client, database: str, table: str) -> int | None:
-    """The table's current TTL in days (``None``: no such TTL; ``-1``: a TTL of another shape)."""
-    rows = store.query_rows(
-        client,
-        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-        {"db": database, "t": table},
-    )
-    if not rows:
-        return None
-    text = str(rows[0][0])
+    """The table's current TTL in days (``None``: no such TTL or no such table; ``-1``: a TTL of another
+    shape)."""
+    ddl = store.create_query(client, database, table)
+    return None if ddl is None else _ttl_days(ddl)
+
+
+def _ttl_days(text: str) -> int | None:
     match = _TTL_RE.search(text)
     if match:
         return int(match.group(1))
@@ -90,11 +88,12 @@ def apply_retention(settings: Settings, client: Client | None = None, *, cluster
     db = settings.clickhouse_database
     ran: list[str] = []
     for table, days in retention_days(settings).items():
-        current = current_ttl_days(client, db, f"{table}_local" if cluster else table)
+        ddl = store.create_query(client, db, f"{table}_local" if cluster else table)
+        if ddl is None:
+            continue  # table not created by this schema version
+        current = _ttl_days(ddl)
         if current == days or (days == 0 and current is None):
             continue
-        if current is None and not _exists(client, db, f"{table}_local" if cluster else table):
-            continue  # table not created by this schema version
         stmt = ttl_statement(settings, table, days, cluster)
         with store.locked(client):
             client.command(stmt)
@@ -102,11 +101,3 @@ def apply_retention(settings: Settings, client: Client | None = None, *, cluster
         ran.append(stmt)
     return ran
 
-
-def _exists(client: Client, database: str, table: str) -> bool:
-    rows = store.query_rows(
-        client,
-        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-        {"db": database, "t": table},
-    )
-    return bool(rows and rows[0][0])
