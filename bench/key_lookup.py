@@ -18,7 +18,10 @@ reads from ``system.events`` how many rows the engine read:
   each given one of the month's last two hours and an app (a live batch's rows are recent);
 * then, with the key projection added as ``callstream migrate`` adds it (schemas/projections.py; the
   store is measured first without it), the consumer's lookup again, which now asks the ``by_key``
-  projection which keys it holds, the projection's part of it alone, and its compressed bytes per row.
+  projection which keys it holds, the projection's part of it alone, and its compressed bytes per row;
+* the same for ``cdrs`` (``--cdrs`` CDRs, a quarter of ``--rows`` by default, filled SQL-side through the
+  table and its rollup views): the consumer's lookup of a batch's 1,000 and 6,000 new CDR keys and of
+  1,000 stored ones, without the key projection (the baseline, same run) and with it (0019 made room).
 
 Prints the figures; writes nothing.
 """
@@ -106,10 +109,64 @@ def table_bytes_per_row(client: Client, table: str, rows: int) -> float:
     return float(found[0][0] or 0) / rows
 
 
-def projection_bytes_per_row(client: Client, rows: int) -> float:
+def projection_bytes_per_row(client: Client, rows: int, table: str = "call_events") -> float:
     found = store.query_rows(client, "SELECT sum(data_compressed_bytes) FROM system.projection_parts "
-                                     f"WHERE database = '{DB}' AND table = 'call_events' AND active")
+                                     f"WHERE database = '{DB}' AND table = '{table}' AND active")
     return float(found[0][0] or 0) / rows
+
+
+def fill_cdrs(client: Client, rows: int) -> None:
+    """``rows`` CDRs over the month (their keys ``sipHash64(-1 - n)``), merged as a settled store is."""
+    with store.locked(client):
+        client.command(
+            f"INSERT INTO {DB}.cdrs (dedup_key, notification_id, app_key, call_time, received_at, raw) "
+            f"SELECT sipHash64(-1 - number), lower(hex(MD5(toString(number)))), concat('app', toString(number % {APPS})), "
+            f"toDateTime64('{START}', 3, 'UTC') + toIntervalSecond(intDiv(number * {MONTH_S}, {rows})) AS t, t, "
+            "concat('{\"sessionId\":\"', " + SESSION_SQL.replace("intDiv(number, 4)", "number") + ", '\"}') "
+            f"FROM numbers({rows})", settings={"max_insert_block_size": 1_000_000})
+        client.command(f"OPTIMIZE TABLE {DB}.cdrs FINAL")
+
+
+def cdr_lookups(settings: Settings, client: Client, rows: int, repeat: int, rng: random.Random) -> None:
+    """The consumer's cdrs lookup without the key projection (the baseline) and with it, same store."""
+    with store.locked(client):
+        client.command(f"ALTER TABLE {DB}.cdrs DROP PROJECTION IF EXISTS {KEY_PROJECTION}")
+    began = time.perf_counter()
+    fill_cdrs(client, rows)
+    print(f"{rows:,} CDRs stored in {time.perf_counter() - began:.0f} s", flush=True)
+
+    def stored_keys(size: int) -> list[int]:  # a redelivered batch: keys of CDRs that are stored
+        return sorted(int(r[0]) for r in store.query_rows(
+            client, f"SELECT sipHash64(-1 - number) FROM numbers({rows}) ORDER BY rand() LIMIT {size}"))
+
+    figures: dict[str, dict[int, tuple[float, int]]] = {}
+    for label in ("plain", "projection"):
+        if label == "projection":
+            began = time.perf_counter()
+            ensure_key_projection(settings, client)
+            print(f"cdrs key projection added and materialized in {time.perf_counter() - began:.0f} s: "
+                  f"{projection_bytes_per_row(client, rows, 'cdrs'):.1f} compressed B per stored CDR", flush=True)
+        sink = ClickHouseSink(client, DB)  # a sink reads whether a table has the projection once
+        assert sink.has_key_projection("cdrs") == (label == "projection")
+
+        def lookup(keys: list[int], sink: ClickHouseSink = sink) -> object:
+            return sink.stored_notifications({"cdrs": keys})
+
+        figures[label] = {size: timed(client, repeat, lookup, size, rng) for size in (1_000, 6_000)}
+        best, read = float("inf"), 0
+        for _ in range(repeat):
+            keys = stored_keys(1_000)
+            before = selected_rows(client)
+            began = time.perf_counter()
+            found = lookup(keys)
+            best = min(best, time.perf_counter() - began)
+            read = selected_rows(client) - before
+            assert len(found["cdrs"]) == len(keys)  # type: ignore[index]
+        figures[label][-1_000] = (best * 1000, read)
+    for size, name in ((1_000, "1,000 new CDR keys"), (6_000, "6,000 new CDR keys"), (-1_000, "1,000 stored CDR keys")):
+        plain, proj = figures["plain"][size], figures["projection"][size]
+        print(f"cdrs {name:<22} plain {plain[0]:7.1f} ms {plain[1]:>11,} rows read   "
+              f"projection {proj[0]:7.1f} ms {proj[1]:>11,} rows read   x{plain[0] / proj[0]:.1f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,12 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cdrs", type=int, default=None, help="CDRs for the cdrs lookup (default: rows / 4)")
+    parser.add_argument("--only-cdrs", action="store_true", help="measure the cdrs lookup only")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="callstream-key-lookup-") as tmp:
         settings = Settings(data_dir=Path(tmp), clickhouse_database=DB, auth="off", republish=False)
         client = store.connect(settings)
         apply_migrations(settings, client)
+        if args.only_cdrs:
+            try:
+                cdr_lookups(settings, client, args.cdrs or args.rows // 4, args.repeat, rng)
+            finally:
+                store.close_all()
+            return 0
         with store.locked(client):  # measured first without the key projection, then with it
             client.command(f"ALTER TABLE {DB}.call_events DROP PROJECTION IF EXISTS {KEY_PROJECTION}")
         began = time.perf_counter()
@@ -202,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 proj = timed(client, args.repeat, by_projection, size, rng)
                 print(f"{size:>6,} new keys   lookup {found[0]:7.1f} ms {found[1]:>11,} rows read   "
                       f"(the projection alone {proj[0]:7.1f} ms {proj[1]:>11,} rows)", flush=True)
+            cdr_lookups(settings, client, args.cdrs or args.rows // 4, args.repeat, rng)
         finally:
             store.close_all()
     return 0

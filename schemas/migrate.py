@@ -12,6 +12,9 @@ replacement, so ClickHouse macros such as ``{shard}`` in replicated paths stay i
     {engine_prefix}  "" or "Replicated"            e.g. {engine_prefix}ReplacingMergeTree(...)
     {engine_args}    "" or "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}', "
 
+A migration with a line ``-- single node only: <why>`` renders to no statement on a cluster (it is
+recorded as applied there): e.g. 0019 turns a column that the cluster's sharding key reads into an ALIAS.
+
     callstream migrate [--dry-run] [--cluster NAME] [--rebuild-rollups]
     apply_migrations(settings)  -> list of versions applied, e.g. ["0001_tables"]
     rebuild_rollups(settings)   -> the rollup tables refilled from their source tables
@@ -39,7 +42,7 @@ from core import store
 from core.errors import ConfigError
 from core.settings import Settings
 from schemas.cluster import cluster_statements, merge_tree_tables
-from schemas.projections import MIN_VERSION, TABLE, ensure_key_projection
+from schemas.projections import MIN_VERSION, TABLES, ensure_key_projection
 from schemas.projections import statements as key_projection_statements
 from schemas.retention import apply_retention, retention_statements
 
@@ -50,6 +53,7 @@ BLOCKS_FILE = SQL_DIR / "blocks.sql"
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _BLOCK_RE = re.compile(r"^-- @block ([a-z0-9_]+)$")
 _USE_RE = re.compile(r"^@([a-z0-9_]+)$", re.MULTILINE)
+_SINGLE_NODE_RE = re.compile(r"^-- single node only:", re.MULTILINE)
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MV_RE = re.compile(
     r"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<view>[\w.`]+)\s+TO\s+(?P<target>[\w.`]+)\s+"
@@ -154,6 +158,8 @@ def rendered(text: str, database: str, cluster: str = "") -> list[str]:
     statements = render(text, values)
     if not cluster:
         return statements
+    if _SINGLE_NODE_RE.search(text):
+        return []  # a line "-- single node only: <why>": recorded as applied, nothing to run on a cluster
     tables = merge_tree_tables([s for m in discover() for s in render(m.text(), values)])
     return cluster_statements(statements, cluster, database, tables)
 
@@ -292,10 +298,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"-- backfill of {rollup.target}\nTRUNCATE TABLE {rollup.target};\n"
                           f"INSERT INTO {rollup.target} {rollup.backfill};\n")
         if not (cluster or settings.clickhouse_cluster):
-            print(f"-- {TABLE}' key projection (ClickHouse {MIN_VERSION[0]}.{MIN_VERSION[1]} or later, when missing: "
-                  "schemas/projections.py)")
-            for stmt in key_projection_statements(settings.clickhouse_database):
-                print(stmt + ";\n")
+            for table in TABLES:
+                print(f"-- {table}' key projection (ClickHouse {MIN_VERSION[0]}.{MIN_VERSION[1]} or later, when "
+                      "missing: schemas/projections.py)")
+                for stmt in key_projection_statements(settings.clickhouse_database, table):
+                    print(stmt + ";\n")
         print("-- retention (applied when it differs from the tables' current TTL)")
         for stmt in retention_statements(settings, cluster):
             print(stmt + ";\n")

@@ -1,15 +1,17 @@
-"""``call_events``' key projection (``by_key``), added by ``callstream migrate`` where the engine can hold it.
+"""The key projection (``by_key``) of ``call_events`` and ``cdrs``, added by ``callstream migrate`` where the
+engine can hold it.
 
 Before a batch is inserted the loader asks which of its keys are stored (``ClickHouseSink.stored_notifications``).
-``call_events`` is ordered by (app_key, hour, dedup_key) and its bloom filter cannot exclude a granule for
+Both tables are ordered by (app_key, hour, dedup_key) and their bloom filters cannot exclude a granule for
 thousands of keys at once, so that lookup reads the whole table: on 10 M events 9.97 M rows and 285 ms for
 a batch's 6,000 new keys, growing with the table (bench/key_lookup.py). This projection holds each part's
 keys sorted (index granularity 256, 4 KB compressed blocks, so a key reads one small block); the lookup
 first finds which keys the projection has (108 ms, 2.0 M rows read; 500 keys 32 ms against 184), then
-reads those keys' owners only. It costs 8.2 B a stored event on disk; its CPU (built at every insert and
+reads those keys' owners only. It costs 8.1 compressed B a stored row; its CPU (built at every insert and
 rebuilt at every merge) was below the run-to-run noise of bench/consumer.py, and on 400 k events the lookup
 through it was 18 ms slower per 6,000 keys than the plain one, on 10 M events 177 ms faster.
-``cdrs`` has none: its 200 B a CDR budget has no room for it.
+``cdrs`` gets it once its ``session_id`` is no longer stored (0019_cdr_session_alias.sql: 15 B a CDR less,
+so that the projection fits its 200 B budget); a store migrated to an earlier version keeps the plain lookup.
 
 It is not a numbered migration, because it needs projection-level settings (``WITH SETTINGS``, ClickHouse
 25.12 and later; the embedded engine has them) and the cluster in deploy/ runs 25.8. ``ensure_key_projection``
@@ -22,7 +24,7 @@ asked through a shard's projection).
 ReplacingMergeTree keeps a projection only when told what merges do with it: rebuild it. Lightweight deletes
 stay refused on the table (the engine's default with a projection): a lightweight delete only masks rows in
 the part, and a query answered from the projection (``SELECT dedup_key FROM call_events``) still returned a
-deleted row; ``callstream erase`` uses an ``ALTER TABLE ... DELETE`` mutation on it.
+deleted row; ``callstream erase`` uses an ``ALTER TABLE ... DELETE`` mutation on these tables.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 KEY_PROJECTION = "by_key"
-TABLE = "call_events"
+TABLES = ("call_events", "cdrs")
+# what a table's DDL shows once it may hold the projection (cdrs: session_id not stored, 0019)
+_READY = {"cdrs": re.compile(r"\bsession_id\b[^,]*\bALIAS\b")}
 MIN_VERSION = (25, 12)  # projection-level settings (ClickHouse PR 90158)
 
 
-def statements(database: str) -> list[str]:
-    """What adds the projection to ``<database>.call_events`` and writes it for the stored rows."""
-    table = f"{database}.{TABLE}"
+def statements(database: str, table_name: str = "call_events") -> list[str]:
+    """What adds the projection to ``<database>.<table_name>`` and writes it for the stored rows."""
+    table = f"{database}.{table_name}"
     return [
         f"ALTER TABLE {table} MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'",
         f"ALTER TABLE {table} ADD PROJECTION IF NOT EXISTS {KEY_PROJECTION} (SELECT dedup_key ORDER BY dedup_key) "
@@ -80,25 +84,38 @@ def projected_tables(client: Client, database: str) -> set[str]:
 _ANY_PROJECTION = re.compile(r"\bPROJECTION\s")
 
 
+def ready(table: str, ddl: str) -> bool:
+    """Whether ``table`` (its DDL ``ddl``) is at the schema version that gives it the projection."""
+    marker = _READY.get(table)
+    return marker is None or marker.search(ddl) is not None
+
+
 def ensure_key_projection(settings: Settings, client: Client | None = None, *, cluster: str = "") -> list[str]:
-    """Add and materialize ``call_events``' key projection where it belongs (see the module's text);
-    returns the statements run (``[]`` when it is there already, or does not belong)."""
+    """Add and materialize the key projection of each table in ``TABLES`` where it belongs (see the
+    module's text); returns the statements run (``[]`` when they are there already, or do not belong)."""
     client = client or store.connect(settings)
     if cluster or settings.clickhouse_cluster:
         return []
     db = settings.clickhouse_database
-    ddl = store.create_query(client, db, TABLE)
-    if ddl is None or defines_projection(ddl):  # no such table at this schema version, or done already
+    missing = []
+    for table in TABLES:
+        ddl = store.create_query(client, db, table)
+        # no such table at this schema version, not at the version that makes room for it, or done already
+        if ddl is not None and ready(table, ddl) and not defines_projection(ddl):
+            missing.append(table)
+    if not missing:
         return []
     version = engine_version(client)
     if version < MIN_VERSION:
-        log.info("%s.%s keeps its key lookups without the %s projection: ClickHouse %d.%d has no projection "
+        log.info("%s keeps its key lookups without the %s projection: ClickHouse %d.%d has no projection "
                  "settings (%d.%d and later do); the first migrate after an upgrade adds it",
-                 db, TABLE, KEY_PROJECTION, *version, *MIN_VERSION)
+                 ", ".join(f"{db}.{t}" for t in missing), KEY_PROJECTION, *version, *MIN_VERSION)
         return []
-    ran = statements(db)
+    ran = []
     with store.locked(client):
-        for stmt in ran:
-            client.command(stmt)
-    log.info("added the %s projection to %s.%s (key lookups read it)", KEY_PROJECTION, db, TABLE)
+        for table in missing:
+            for stmt in statements(db, table):
+                client.command(stmt)
+                ran.append(stmt)
+            log.info("added the %s projection to %s.%s (key lookups read it)", KEY_PROJECTION, db, table)
     return ran

@@ -111,6 +111,25 @@ def test_sharding_key_and_bad_cluster_name() -> None:
         cluster_statements(["SELECT 1"], "prod; DROP", "d")
 
 
+def test_a_single_node_only_migration_keeps_the_sharding_column_stored_on_a_cluster(settings: Settings) -> None:
+    """0019 reads session_id of a CDR from raw on one node; a cluster's Distributed cdrs shards by
+    cityHash64(session_id), computed from stored columns only, so there the migration runs nothing."""
+    alias = next(m for m in migrate.discover() if m.name == "cdr_session_alias")
+    single = migrate.rendered(alias.text(), "d")
+    assert any("session_id String ALIAS" in s for s in single)
+    assert migrate.rendered(alias.text(), "d", "prod") == []
+    others = [m for m in migrate.discover() if m.version != alias.version]
+    assert all(migrate.rendered(m.text(), "d", "prod") for m in others)  # the marker is that file's alone
+    db = settings.clickhouse_database
+    client = store.connect(settings)
+    with store.locked(client):
+        for stmt in (s for m in migrate.discover() for s in migrate.rendered(m.text(), db, "prod")):
+            client.command(_declustered(stmt))
+    kinds = dict(store.query_rows(client, "SELECT table, default_kind FROM system.columns WHERE database = "
+                                  f"'{db}' AND name = 'session_id' AND table IN ('cdrs', 'cdrs_local')"))
+    assert kinds == {"cdrs": "", "cdrs_local": ""}
+
+
 def _declustered(statement: str) -> str:
     """The cluster statement as one chDB node can run it: no ON CLUSTER, no Keeper, Merge for Distributed."""
     stmt = re.sub(r" ON CLUSTER \w+", "", statement)

@@ -1,6 +1,6 @@
-"""call_events' by_key projection (schemas/projections.py) on real chDB: migrate adds it where the engine
-can hold it, and the key lookup through it gives the same answer as reading the table, in every part,
-with keys stored twice, and when some parts lack the projection."""
+"""The by_key projection of call_events and cdrs (schemas/projections.py) on real chDB: migrate adds it where
+the engine can hold it (cdrs from 0019 on), and the key lookup through it gives the same answer as reading
+the table, in every part, with keys stored twice, and when some parts lack the projection."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from consumers.load import ClickHouseSink
 from core import store
 from core.settings import Settings
 from schemas import projections
-from schemas.migrate import apply_migrations
+from schemas.migrate import apply_migrations, discover
 from schemas.projections import KEY_PROJECTION, ensure_key_projection
 
 MARCH = "2024-03-12 10:00:00"
@@ -29,15 +29,25 @@ def _store_events(settings: Settings, keys: list[int], notification: str, at: st
                      f"VALUES {values}")
 
 
+def _store_cdrs(settings: Settings, keys: list[int], notification: str, at: str) -> None:
+    """Rows of ``keys`` in cdrs (one part); the table computes each ``raw_digest`` (MATERIALIZED)."""
+    db = settings.clickhouse_database
+    values = ", ".join(f"({key}, '{notification}', 'app', toDateTime64('{at}', 3, 'UTC'), now64(6), "
+                       f"'{{\"sessionId\":\"s{key}\"}}')" for key in keys)
+    store.query_rows(store.connect(settings),
+                     f"INSERT INTO {db}.cdrs (dedup_key, notification_id, app_key, call_time, received_at, raw) "
+                     f"VALUES {values}")
+
+
 @pytest.fixture
 def sink(settings: Settings) -> ClickHouseSink:
     apply_migrations(settings)
     return ClickHouseSink(store.connect(settings), settings.clickhouse_database)
 
 
-def test_migrate_gives_call_events_the_projection_and_not_cdrs(settings: Settings, sink: ClickHouseSink) -> None:
+def test_migrate_gives_call_events_and_cdrs_the_projection(settings: Settings, sink: ClickHouseSink) -> None:
     assert sink.has_key_projection("call_events")
-    assert not sink.has_key_projection("cdrs")  # its bytes budget: see schemas/projections.py
+    assert sink.has_key_projection("cdrs")
     assert ensure_key_projection(settings) == []  # there already: nothing to do
     assert ensure_key_projection(settings, cluster="c1") == []  # a cluster's loader reads the Distributed table
 
@@ -109,3 +119,30 @@ def test_a_lightweight_delete_on_call_events_is_refused(settings: Settings, sink
     with pytest.raises(Exception, match="(?i)projection"):
         store.query_rows(store.connect(settings), f"DELETE FROM {db}.call_events WHERE dedup_key = 11")
     assert sorted(r[0] for r in store.query_rows(store.connect(settings), f"SELECT dedup_key FROM {db}.call_events")) == [11, 12]
+
+
+def test_cdrs_get_the_projection_with_0019_and_not_before(settings: Settings) -> None:
+    """A CDR has room for the projection once its session_id is read from raw (its 200 B budget)."""
+    session_alias = next(m for m in discover() if m.name == "cdr_session_alias")
+    apply_migrations(settings, upto=session_alias.version - 1)
+    sink = ClickHouseSink(store.connect(settings), settings.clickhouse_database)
+    assert sink.has_key_projection("call_events") and not sink.has_key_projection("cdrs")
+    _store_cdrs(settings, [11, 12], "n-before", MARCH)
+    assert session_alias.label in apply_migrations(settings)
+    sink = ClickHouseSink(store.connect(settings), settings.clickhouse_database)
+    assert sink.has_key_projection("cdrs")
+    found = sink.stored_notifications({"cdrs": [10, 11, 12, 13]})["cdrs"]
+    assert {key: owner for key, (owner, _) in found.items()} == {11: "n-before", 12: "n-before"}
+
+
+def test_cdr_lookup_through_the_projection_equals_reading_the_table(settings: Settings, sink: ClickHouseSink) -> None:
+    rng = random.Random(19)
+    batches = [[rng.getrandbits(64) for _ in range(200)] for _ in range(4)]
+    for i, keys in enumerate(batches):  # four parts, two months
+        _store_cdrs(settings, keys, f"n{i}", MARCH if i % 2 else APRIL)
+    wanted = sorted({*rng.sample([k for b in batches for k in b], 300), *(rng.getrandbits(64) for _ in range(2000))})
+    found = sink.stored_notifications({"cdrs": wanted})["cdrs"]
+    plain = {key: (owner, digest) for _, key, owner, digest in sink._lookup({"cdrs": wanted}, projections=False)}
+    assert found == plain
+    assert set(found) == {k for b in batches for k in b}.intersection(wanted)
+    assert all(digest not in ("", "0") for _, digest in found.values())  # the stored raw digest came back

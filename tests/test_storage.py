@@ -1,4 +1,5 @@
-"""A CDR's ids and numbers stored once, in ``raw`` (schemas/clickhouse/0012_storage.sql), on the real engine.
+"""A CDR's ids and numbers stored once, in ``raw`` (schemas/clickhouse/0012_storage.sql, and session_id since
+0019_cdr_session_alias.sql), on the real engine.
 
 * Every ALIAS column reads, for every simulated CDR, the value the loader had in its row (the value it
   wrote before the migration), and so it does for odd values: JSON numbers, null, escapes, unicode,
@@ -30,7 +31,7 @@ from schemas.migrate import apply_migrations, discover
 from tests.test_rollups import counts, view_rows
 
 ALIASED = {"icid": "icid", "caller_num": "callerNum", "callee_num": "calleeNum", "fwd_dst_num": "fwdDstNum",
-           "subscription_id": "subscriptionId", "mpty_id": "mptyId"}
+           "subscription_id": "subscriptionId", "mpty_id": "mptyId", "session_id": "sessionId"}  # 0012, 0019
 COLUMNS = ", ".join(ALIASED)
 
 
@@ -74,6 +75,9 @@ ODD = [
     {"icid": "é\"\\x\u2028", "callerNum": "+86 138 0000 0021", "calleeNum": None,
      "fwdDstNum": "h:0123456789abcdef0123456789abcdef", "mptyId": "m-\u4e2d"},
     {"callerNum": "+8613800000021_+8617000000001", "fwdDstNum": "+8617000000009", "fwdDisplayNum": "+8617000000009"},
+    {"sessionId": "1201_+8613800000021_4294967295@callenabler.example", "callerNum": "+8613800000021"},
+    {"sessionId": 987654321, "bindNum": "+8617000000001"},
+    {"sessionId": "s-\u4e2d \"quoted\" +8617000000001", "bindNum": "+8617000000001"},
 ]
 
 
