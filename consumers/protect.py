@@ -143,11 +143,11 @@ class _Protector:
     def text(self, text: str, doc: Any = _UNPARSED) -> str:
         """Rewrite a JSON document; text that is not JSON gets its embedded numbers protected. ``doc`` is
         the document ``text`` is the key-sorted JSON of, when the caller has it (saves parsing it again)."""
+        if type(doc) is dict and text.count("{") == 1 and "[" not in text:
+            return self._flat(text, doc)  # a record without nested values: only its touchable keys
         if not text or not _TOUCHABLE_RE.search(text):
             return text  # e.g. extra == "{}": nothing this policy could touch
         option = orjson.OPT_SORT_KEYS
-        if type(doc) is dict and text.count("{") == 1 and "[" not in text:
-            return self._flat(text, doc)  # a record without nested values: only its touchable keys
         if doc is _UNPARSED:
             try:
                 doc = orjson.loads(text)
