@@ -12,6 +12,8 @@ rebuilt at every merge) was below the run-to-run noise of bench/consumer.py, and
 through it was 18 ms slower per 6,000 keys than the plain one, on 10 M events 177 ms faster.
 ``cdrs`` gets it once its ``session_id`` is no longer stored (0019_cdr_session_alias.sql: 15 B a CDR less,
 so that the projection fits its 200 B budget); a store migrated to an earlier version keeps the plain lookup.
+The loader asks a table's projection once the table holds a million rows (``consumers/load.py``,
+``PROJECTION_MIN_ROWS``); below that the plain read is faster (both are exact).
 
 It is not a numbered migration, because it needs projection-level settings (``WITH SETTINGS``, ClickHouse
 25.12 and later; the embedded engine has them) and the cluster in deploy/ runs 25.8. ``ensure_key_projection``
