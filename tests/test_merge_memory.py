@@ -36,7 +36,8 @@ def test_merges_are_vertical_and_keep_every_value(make_settings: Any) -> None:
         for table in ("cdrs", "call_events"):
             client.command(f"SYSTEM STOP MERGES {db}.{table}")  # a part per batch, merged below
     load(settings, client, records[0::3])
-    assert merge_memory.label in apply_migrations(settings, client)
+    # up to 0013 only: a later migration's mutation (0019 materializes an index) waits for the merges stopped here
+    assert merge_memory.label in apply_migrations(settings, client, upto=merge_memory.version)
     for table in TABLES:
         query = settings_of(client, db, table)
         assert "vertical_merge_algorithm_min_rows_to_activate = 1" in query, query
