@@ -116,7 +116,10 @@ def ensure_key_projection(settings: Settings, client: Client | None = None, *, c
     ran = []
     with store.locked(client):
         for table in missing:
-            for stmt in statements(db, table):
+            stored = store.query_rows(client, "SELECT count() FROM system.parts WHERE database = {db:String} "
+                                      "AND table = {t:String} AND active", {"db": db, "t": table})[0][0]
+            add = statements(db, table)
+            for stmt in add if stored else add[:-1]:  # an empty table has nothing to materialize
                 client.command(stmt)
                 ran.append(stmt)
             log.info("added the %s projection to %s.%s (key lookups read it)", KEY_PROJECTION, db, table)
