@@ -115,12 +115,12 @@ def measure(settings: Settings) -> dict[str, Any]:
             "AND table = {t:String} ORDER BY data_compressed_bytes DESC LIMIT 6",
             {"db": db, "t": table},
         )
+        projection = int(projected.get(table, 0))
         tables[table] = {
             "rows": int(rows),
             "compressed_bytes_per_row": round(int(compressed) / max(1, int(rows)), 1),
-            "projection_compressed_bytes_per_row": round(int(projected.get(table, 0)) / max(1, int(rows)), 1),
-            "compressed_bytes_per_row_with_projections": round(
-                (int(compressed) + int(projected.get(table, 0))) / max(1, int(rows)), 1),
+            "projection_compressed_bytes_per_row": round(projection / max(1, int(rows)), 1),
+            "compressed_bytes_per_row_with_projections": round((int(compressed) + projection) / max(1, int(rows)), 1),
             "compressed_bytes": int(compressed),
             "uncompressed_bytes": int(uncompressed),
             "bytes_on_disk": int(on_disk),

@@ -48,15 +48,18 @@ _READY = {"cdrs": re.compile(r"\bsession_id\b[^,]*\bALIAS\b")}
 MIN_VERSION = (25, 12)  # projection-level settings (ClickHouse PR 90158)
 
 
-def statements(database: str, table_name: str = "call_events") -> list[str]:
-    """What adds the projection to ``<database>.<table_name>`` and writes it for the stored rows."""
+def statements(database: str, table_name: str = "call_events", *, materialize: bool = True) -> list[str]:
+    """What adds the projection to ``<database>.<table_name>`` and, with ``materialize``, writes it for the
+    stored rows (a table without parts has none to write)."""
     table = f"{database}.{table_name}"
-    return [
+    added = [
         f"ALTER TABLE {table} MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'",
         f"ALTER TABLE {table} ADD PROJECTION IF NOT EXISTS {KEY_PROJECTION} (SELECT dedup_key ORDER BY dedup_key) "
         "WITH SETTINGS (index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 4096)",
-        f"ALTER TABLE {table} MATERIALIZE PROJECTION {KEY_PROJECTION} SETTINGS mutations_sync = 2",
     ]
+    if materialize:
+        added.append(f"ALTER TABLE {table} MATERIALIZE PROJECTION {KEY_PROJECTION} SETTINGS mutations_sync = 2")
+    return added
 
 
 def engine_version(client: Client) -> tuple[int, int]:
@@ -118,8 +121,7 @@ def ensure_key_projection(settings: Settings, client: Client | None = None, *, c
         for table in missing:
             stored = store.query_rows(client, "SELECT count() FROM system.parts WHERE database = {db:String} "
                                       "AND table = {t:String} AND active", {"db": db, "t": table})[0][0]
-            add = statements(db, table)
-            for stmt in add if stored else add[:-1]:  # an empty table has nothing to materialize
+            for stmt in statements(db, table, materialize=bool(stored)):
                 client.command(stmt)
                 ran.append(stmt)
             log.info("added the %s projection to %s.%s (key lookups read it)", KEY_PROJECTION, db, table)
